@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use koogallery::callback_sig::{AccessKey, SignatureParams};
+use koogallery::wire::{CallbackRequest, CallbackResponse};
 use tessera_types::{IsvResultCode, KooTime, SharedClock};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -176,18 +177,24 @@ impl Callback {
         }
     }
 
-    /// The JSON body of one attempt. `business_id` is used by newInstance only; MKT sends a
+    /// The request of one attempt. `business_id` is used by newInstance only; MKT sends a
     /// different one on every call, retries included.
     #[must_use]
-    pub fn payload(&self, business_id: &str) -> Value {
-        let mut body = match self {
+    pub fn request(&self, business_id: &str) -> CallbackRequest {
+        use koogallery::wire::callback as w;
+        let test_flag = |test: bool| Some(flag(test).to_owned());
+        let wire_status = |freeze: bool| w::InstanceStatus::from_wire(status(freeze));
+        let wire_scene = |s: RenewScene| w::RefreshScene::from_wire(s.as_str());
+        match self.clone() {
             Self::NewInstance {
                 order_id,
                 order_line_id,
                 test,
-            } => json!({
-                "activity": self.activity(), "orderId": order_id, "orderLineId": order_line_id,
-                "businessId": business_id, "testFlag": flag(*test),
+            } => CallbackRequest::NewInstance(w::NewInstance {
+                order_id,
+                order_line_id,
+                business_id: business_id.to_owned(),
+                test_flag: test_flag(test),
             }),
             Self::RefreshInstance {
                 instance_id,
@@ -197,27 +204,34 @@ impl Callback {
                 product_id,
                 expire_time,
                 test,
-            } => json!({
-                "activity": self.activity(), "scene": scene.as_str(), "orderId": order_id,
-                "orderLineId": order_line_id, "instanceId": instance_id, "productId": product_id,
-                "expireTime": KooTime::new(*expire_time).format_compact(), "testFlag": flag(*test),
+            } => CallbackRequest::RefreshInstance(w::RefreshInstance {
+                scene: wire_scene(scene),
+                order_id,
+                order_line_id,
+                instance_id,
+                product_id,
+                expire_time: KooTime::new(expire_time),
+                test_flag: test_flag(test),
             }),
             Self::UpdateInstanceStatus {
                 instance_id,
                 freeze,
                 test,
-            } => json!({
-                "activity": self.activity(), "instanceId": instance_id,
-                "status": status(*freeze), "testFlag": flag(*test),
+            } => CallbackRequest::UpdateInstanceStatus(w::UpdateInstanceStatus {
+                instance_id,
+                status: wire_status(freeze),
+                test_flag: test_flag(test),
             }),
             Self::ReleaseInstance {
                 instance_id,
                 order_id,
                 order_line_id,
                 test,
-            } => json!({
-                "activity": self.activity(), "instanceId": instance_id, "orderId": order_id,
-                "orderLineId": order_line_id, "testFlag": flag(*test),
+            } => CallbackRequest::ReleaseInstance(w::ReleaseInstance {
+                instance_id,
+                order_id,
+                order_line_id,
+                test_flag: test_flag(test),
             }),
             Self::GetLicenseAsync {
                 instance_id,
@@ -226,12 +240,13 @@ impl Callback {
                 expire_time,
                 device_fingerprint,
                 test,
-            } => json!({
-                "activity": self.activity(), "instanceId": instance_id,
-                "effectiveTime": KooTime::new(*effective_time).format_spaced(),
-                "expireTime": expire_time.map(|t| KooTime::new(t).format_spaced()),
-                "eventId": event_id, "deviceFingerprint": device_fingerprint,
-                "testFlag": flag(*test),
+            } => CallbackRequest::GetLicenseAsync(w::GetLicenseAsync {
+                instance_id,
+                effective_time: KooTime::new(effective_time),
+                expire_time: expire_time.map(KooTime::new),
+                event_id,
+                device_fingerprint: Some(device_fingerprint),
+                test_flag: test_flag(test),
             }),
             Self::RefreshLicenseCode {
                 license,
@@ -241,73 +256,37 @@ impl Callback {
                 product_id,
                 expire_time,
                 test,
-            } => json!({
-                "activity": self.activity(), "scene": scene.as_str(), "orderId": order_id,
-                "orderLineId": order_line_id, "license": license, "productId": product_id,
-                "expireTime": KooTime::new(*expire_time).format_compact(), "testFlag": flag(*test),
+            } => CallbackRequest::RefreshLicenseCode(w::RefreshLicenseCode {
+                scene: wire_scene(scene),
+                order_id,
+                order_line_id,
+                license,
+                product_id,
+                expire_time: KooTime::new(expire_time),
+                test_flag: test_flag(test),
             }),
             Self::UpdateLicenseCodeStatus {
                 license,
                 freeze,
                 test,
-            } => json!({
-                "activity": self.activity(), "license": license,
-                "status": status(*freeze), "testFlag": flag(*test),
+            } => CallbackRequest::UpdateLicenseCodeStatus(w::UpdateLicenseCodeStatus {
+                license,
+                status: wire_status(freeze),
+                test_flag: test_flag(test),
             }),
             Self::ReleaseLicenseCode {
                 license,
                 order_id,
                 order_line_id,
                 test,
-            } => json!({
-                "activity": self.activity(), "license": license, "orderId": order_id,
-                "orderLineId": order_line_id, "testFlag": flag(*test),
+            } => CallbackRequest::ReleaseLicenseCode(w::ReleaseLicenseCode {
+                license,
+                order_id,
+                order_line_id,
+                test_flag: test_flag(test),
             }),
-        };
-        // Optional fields that do not apply are left out rather than sent as null.
-        if let Value::Object(map) = &mut body {
-            map.retain(|_, v| !v.is_null());
-        }
-        body
-    }
-}
-
-/// Writes JSON compactly with every object's keys sorted, the form PROTOCOL.md §5.2 recommends
-/// the emulator send (independent of serde_json's map ordering features).
-#[must_use]
-pub fn canonical_json(value: &Value) -> String {
-    fn write(value: &Value, out: &mut String) {
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, key) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(&map[key], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
         }
     }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
 }
 
 /// A retry schedule: attempts `interval` apart, at most `max_attempts` in all.
@@ -454,7 +433,7 @@ pub struct CallbackRecord {
 
 /// Called once a callback settles: with the accepted answer, or `None` when MKT gave up.
 /// Returns a note for the log.
-pub type SettleHook = Box<dyn FnOnce(Option<&Value>) -> Option<String> + Send>;
+pub type SettleHook = Box<dyn FnOnce(Option<&CallbackResponse>) -> Option<String> + Send>;
 
 struct Target {
     endpoint: IsvEndpoint,
@@ -678,9 +657,9 @@ impl CallbackDriver {
         callback: &Callback,
         number: u32,
         nominal_offset_secs: u64,
-    ) -> (CallbackAttempt, Option<Value>) {
+    ) -> (CallbackAttempt, Option<CallbackResponse>) {
         let business_id = uuid::Uuid::new_v4().simple().to_string();
-        let body = canonical_json(&callback.payload(&business_id));
+        let body = String::from_utf8_lossy(&callback.request(&business_id).to_body()).into_owned();
         let sent_at = self.inner.clock.now();
         let mut attempt = CallbackAttempt {
             number,
@@ -700,28 +679,15 @@ impl CallbackDriver {
             attempt.error = Some("no ISV production URL is configured".to_owned());
             return (attempt, None);
         };
-        let timestamp = KooTime::new(sent_at).unix_millis().to_string();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let signature = crate::sig::callback_signature(
-            &target.endpoint.access_key,
+        let params = SignatureParams::sign(
+            &AccessKey::new(target.endpoint.access_key.clone()),
             body.as_bytes(),
-            &timestamp,
+            sent_at,
             &nonce,
         );
-        let url = match url::Url::parse(&target.endpoint.url) {
-            Ok(mut url) => {
-                url.query_pairs_mut()
-                    .append_pair("signature", &signature)
-                    .append_pair("timestamp", &timestamp)
-                    .append_pair("nonce", &nonce);
-                url
-            }
-            Err(_) => {
-                attempt.error = Some("the production URL does not parse".to_owned());
-                return (attempt, None);
-            }
-        };
-        attempt.url = url.to_string();
+        let url = params.append_to(&target.endpoint.url);
+        attempt.url.clone_from(&url);
         let started = Instant::now();
         let sent = target
             .client
@@ -734,7 +700,7 @@ impl CallbackDriver {
             Ok(r) => r,
             Err(e) => {
                 attempt.latency_ms = elapsed_ms(started);
-                attempt.error = Some(error_chain(&e));
+                attempt.error = Some(crate::error_chain(&e));
                 return (attempt, None);
             }
         };
@@ -749,12 +715,8 @@ impl CallbackDriver {
             }
         };
         attempt.answer = Some(String::from_utf8_lossy(&bytes).into_owned());
-        let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
-        attempt.result_code = answer
-            .as_ref()
-            .and_then(|a| a.get("resultCode"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let answer: Option<CallbackResponse> = serde_json::from_slice(&bytes).ok();
+        attempt.result_code = answer.as_ref().map(|a| a.result_code.clone());
         attempt.accepted = attempt.http_status == Some(200)
             && attempt
                 .result_code
@@ -814,17 +776,6 @@ fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
@@ -837,7 +788,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String
                 }
             }
             Ok(None) => return Ok(out),
-            Err(e) => return Err(error_chain(&e)),
+            Err(e) => return Err(crate::error_chain(&e)),
         }
     }
 }
@@ -846,24 +797,19 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String
 mod tests {
     use super::*;
 
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level_without_spaces() {
-        let v = json!({"b": 1, "a": {"d": [1, {"z": true, "y": null}], "c": "x\"y"}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":"x\"y","d":[1,{"y":null,"z":true}]},"b":1}"#
-        );
+    fn body(cb: &Callback, business_id: &str) -> String {
+        String::from_utf8(cb.request(business_id).to_body()).unwrap()
     }
 
     #[test]
-    fn new_instance_payload_matches_the_documented_vector_shape() {
+    fn new_instance_body_is_sorted_compact_json_as_in_the_documented_vector() {
         let cb = Callback::NewInstance {
             order_id: "MOCKPERIODYEARNEW".into(),
             order_line_id: "MOCKPERIODYEARNEW-000001".into(),
             test: true,
         };
         assert_eq!(
-            canonical_json(&cb.payload("b-0001")),
+            body(&cb, "b-0001"),
             r#"{"activity":"newInstance","businessId":"b-0001","orderId":"MOCKPERIODYEARNEW","orderLineId":"MOCKPERIODYEARNEW-000001","testFlag":"1"}"#
         );
     }
@@ -879,10 +825,64 @@ mod tests {
             device_fingerprint: "F".into(),
             test: false,
         };
-        let body = cb.payload("unused");
-        assert_eq!(body["effectiveTime"], "2023-10-27 10:30:15 z");
-        assert!(body.get("expireTime").is_none());
-        assert!(body.get("businessId").is_none());
+        let text = body(&cb, "unused");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["effectiveTime"], "2023-10-27 10:30:15 z");
+        assert!(v.get("expireTime").is_none());
+        assert!(v.get("businessId").is_none());
+        assert!(CallbackRequest::parse(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn every_activity_round_trips_through_the_wire_parser() {
+        let t = OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap();
+        let all = [
+            Callback::RefreshInstance {
+                instance_id: "i".into(),
+                scene: RenewScene::Renewal,
+                order_id: "o".into(),
+                order_line_id: "o-1".into(),
+                product_id: None,
+                expire_time: t,
+                test: false,
+            },
+            Callback::UpdateInstanceStatus {
+                instance_id: "i".into(),
+                freeze: true,
+                test: false,
+            },
+            Callback::ReleaseInstance {
+                instance_id: "i".into(),
+                order_id: None,
+                order_line_id: None,
+                test: false,
+            },
+            Callback::RefreshLicenseCode {
+                license: "PLX".into(),
+                scene: RenewScene::UnsubscribeRenewalPeriod,
+                order_id: "o".into(),
+                order_line_id: "o-1".into(),
+                product_id: Some("p".into()),
+                expire_time: t,
+                test: true,
+            },
+            Callback::UpdateLicenseCodeStatus {
+                license: "PLX".into(),
+                freeze: false,
+                test: false,
+            },
+            Callback::ReleaseLicenseCode {
+                license: "PLX".into(),
+                order_id: Some("u".into()),
+                order_line_id: Some("u-1".into()),
+                test: false,
+            },
+        ];
+        for cb in all {
+            let parsed = CallbackRequest::parse(body(&cb, "b").as_bytes()).unwrap();
+            assert_eq!(parsed.activity(), cb.activity());
+            assert_eq!(parsed, cb.request("b"));
+        }
     }
 
     #[test]

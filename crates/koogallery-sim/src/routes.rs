@@ -47,7 +47,7 @@ const JSON_UTF8: &str = "application/json;charset=UTF-8";
 type Core = Arc<SimCore>;
 
 /// The whole router: open APIs, delivery, updates and control.
-pub fn router(core: Core) -> Router {
+pub(crate) fn router(core: Core) -> Router {
     Router::new()
         .route(&format!("{OPEN_API}/v1/license/activate"), any(activate_v1))
         .route(&format!("{OPEN_API}/v2/license/activate"), any(activate_v2))
@@ -77,7 +77,22 @@ pub fn router(core: Core) -> Router {
         .nest("/sim/control", crate::control::router())
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(core.clone(), stamp_date))
         .with_state(core)
+}
+
+/// Every answer carries `Date` from the marketplace's clock (clients use it as trusted time, so
+/// moving the emulator's clock must show there too) and `Server`.
+async fn stamp_date(State(core): State<Core>, req: Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let date = koogallery::client::http_date(core.now());
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("koogallery-sim"));
+    response
 }
 
 /// Which envelope errors of a route use.
@@ -99,9 +114,6 @@ pub(crate) fn json_response(status: u16, body: &impl Serialize) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
-    response
-        .headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("koogallery-sim"));
     response
 }
 
@@ -154,7 +166,7 @@ async fn apply_faults(core: &SimCore, ctx: &ConnCtx, route: &str, family: Family
         tokio::time::sleep(Duration::from_millis(decision.latency_millis)).await;
     }
     match decision.action {
-        None => Ok(()),
+        None | Some(FaultAction::Latency { .. }) => Ok(()),
         Some(FaultAction::DropConnection) => {
             ctx.drop_connection();
             // The connection task closes the socket; this request never gets an answer.

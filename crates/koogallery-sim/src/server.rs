@@ -38,7 +38,7 @@ impl ConnCtx {
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     role: HostRole,
     core: Arc<SimCore>,

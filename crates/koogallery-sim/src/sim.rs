@@ -224,7 +224,7 @@ fn new_instance_settled(
     core: &Weak<SimCore>,
     order_id: &str,
     order_line_id: &str,
-    answer: Option<&Value>,
+    answer: Option<&koogallery::wire::CallbackResponse>,
 ) -> Option<String> {
     let core = core.upgrade()?;
     let mut market = lock(&core.market);
@@ -234,7 +234,12 @@ fn new_instance_settled(
             "order {order_id} judged failed and unsubscribed after the retry schedule ran out"
         ));
     };
-    let instance_id = answer.get("instanceId").and_then(Value::as_str)?;
+    let Some(instance_id) = answer.instance_id.as_deref() else {
+        return Some(format!(
+            "the ISV answered {} without an instanceId; the instance stays unknown",
+            answer.result_code
+        ));
+    };
     match market.register_instance(order_id, order_line_id, instance_id) {
         Ok(None) => None,
         Ok(Some(earlier)) => Some(format!(
@@ -500,6 +505,12 @@ impl SimHandle {
     #[must_use]
     pub fn now(&self) -> OffsetDateTime {
         self.core.now()
+    }
+
+    /// The marketplace's clock (a client sharing it stays within the APIG skew).
+    #[must_use]
+    pub fn clock(&self) -> SharedClock {
+        self.core.clock.shared()
     }
 
     /// Sets the marketplace's time.

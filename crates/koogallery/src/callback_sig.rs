@@ -107,9 +107,7 @@ impl SignatureParams {
     /// `signature=…&timestamp=…&nonce=…`, percent-encoded, to append to the production URL.
     #[must_use]
     pub fn query_string(&self) -> String {
-        let enc = |s: &str| {
-            utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
+        let enc = |s: &str| utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         format!(
             "signature={}&timestamp={}&nonce={}",
             enc(&self.signature),
@@ -290,10 +288,8 @@ impl MemoryNonceCache {
                 expiry.remove(&n);
             }
         }
-        if let Some(until) = expiry.get(nonce) {
-            if *until > seen_at {
-                return Ok(NonceCheck::Replayed);
-            }
+        if expiry.get(nonce).is_some_and(|until| *until > seen_at) {
+            return Ok(NonceCheck::Replayed);
         }
         if expiry.len() >= self.capacity {
             // The front of `order` may be out of date; sweep once before refusing.
@@ -495,12 +491,7 @@ mod tests {
             Err(CallbackAuthError::BadSignature)
         );
         assert_eq!(
-            verify_signature(
-                &key,
-                BODY,
-                &params(SIGNATURE, "1700000000000", "other"),
-                t0
-            ),
+            verify_signature(&key, BODY, &params(SIGNATURE, "1700000000000", "other"), t0),
             Err(CallbackAuthError::BadSignature)
         );
         assert_eq!(
@@ -548,7 +539,10 @@ mod tests {
         let t0 = at_ms(1_700_000_000_000);
         let check = |n: &str, t| block(cache.check_and_insert(n, t, WINDOW));
         assert_eq!(check("a", t0), Ok(NonceCheck::Fresh));
-        assert_eq!(check("a", t0 + Duration::seconds(119)), Ok(NonceCheck::Replayed));
+        assert_eq!(
+            check("a", t0 + Duration::seconds(119)),
+            Ok(NonceCheck::Replayed)
+        );
         assert_eq!(check("b", t0), Ok(NonceCheck::Fresh));
         assert_eq!(check("c", t0), Err(NonceStoreError::Full(2)));
         assert_eq!(

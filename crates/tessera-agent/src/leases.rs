@@ -150,6 +150,12 @@ impl LeaseTable {
         }
     }
 
+    /// The lease `lease_id`, if held.
+    #[must_use]
+    pub fn get(&self, lease_id: &str) -> Option<&Lease> {
+        self.leases.get(lease_id)
+    }
+
     /// Seats of `feature` of `product_id` in use.
     #[must_use]
     pub fn in_use(&self, product_id: &str, feature: &str) -> u32 {

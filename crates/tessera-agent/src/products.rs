@@ -144,6 +144,9 @@ pub struct ProductDescriptor {
     /// Signed update manifest location.
     #[serde(default)]
     pub update_manifest_url: Option<String>,
+    /// SPKI PEM of the key that signs the update manifest.
+    #[serde(default)]
+    pub update_manifest_key_pem: Option<String>,
     /// The version installed, compared against the manifest.
     #[serde(default)]
     pub current_version: Option<String>,

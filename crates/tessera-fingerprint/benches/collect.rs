@@ -11,11 +11,15 @@ use tessera_fingerprint::{CollectOptions, FsProbe, IdentityCache, collect, colle
 use tessera_types::SystemClock;
 
 fn bench(c: &mut Criterion) {
-    c.bench_function("cold: collect_local (this machine)", |b| b.iter(|| black_box(collect_local())));
+    c.bench_function("cold: collect_local (this machine)", |b| {
+        b.iter(|| black_box(collect_local()))
+    });
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workstation");
     let probe = FsProbe::new(fixture);
-    c.bench_function("cold: collect (workstation fixture)", |b| b.iter(|| black_box(collect(&probe))));
+    c.bench_function("cold: collect (workstation fixture)", |b| {
+        b.iter(|| black_box(collect(&probe)))
+    });
 
     let cache = IdentityCache::local(
         CollectOptions::default(),
@@ -23,7 +27,9 @@ fn bench(c: &mut Criterion) {
         time::Duration::minutes(10),
     );
     cache.refresh();
-    c.bench_function("warm: IdentityCache::get", |b| b.iter(|| black_box(Arc::clone(&cache.get()))));
+    c.bench_function("warm: IdentityCache::get", |b| {
+        b.iter(|| black_box(Arc::clone(&cache.get())))
+    });
 }
 
 criterion_group!(benches, bench);

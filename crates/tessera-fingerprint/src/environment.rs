@@ -60,7 +60,7 @@ impl fmt::Display for Environment {
         }
         if let Some(h) = &self.hypervisor {
             if self.kind == EnvironmentKind::Container {
-                write!(f, " on a {h} virtual machine")?;
+                write!(f, " inside a virtual machine ({h})")?;
             } else {
                 write!(f, " ({h})")?;
             }

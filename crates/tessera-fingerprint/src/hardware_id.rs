@@ -67,7 +67,11 @@ impl HashedComponent {
         let mut h = Sha256::new();
         h.update(b"tessera-hwid/v1\0");
         // Length-prefixed so no salt/value split can collide with another.
-        h.update(u64::try_from(salt.0.len()).unwrap_or(u64::MAX).to_be_bytes());
+        h.update(
+            u64::try_from(salt.0.len())
+                .unwrap_or(u64::MAX)
+                .to_be_bytes(),
+        );
         h.update(&salt.0);
         h.update(kind.tag().as_bytes());
         h.update(b"\0");
@@ -226,7 +230,12 @@ impl HardwareId {
 
 impl fmt::Display for HardwareId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({} components:", self.summary(), self.components.len())?;
+        write!(
+            f,
+            "{} ({} components:",
+            self.summary(),
+            self.components.len()
+        )?;
         for c in &self.components {
             write!(f, " {}{}", c.kind.tag(), c.short())?;
         }
@@ -255,14 +264,30 @@ mod tests {
 
     #[test]
     fn hashes_hide_raw_values_and_depend_on_salt_and_kind() {
-        let a = HashedComponent::new(ComponentKind::Disk, "S4EWNX0R123456", &HardwareIdSalt::default());
+        let a = HashedComponent::new(
+            ComponentKind::Disk,
+            "S4EWNX0R123456",
+            &HardwareIdSalt::default(),
+        );
         assert_eq!(a.digest.len(), 64);
         assert!(!a.digest.to_uppercase().contains("S4EWNX0R123456"));
-        let b = HashedComponent::new(ComponentKind::Disk, " s4ewnx0r123456 ", &HardwareIdSalt::default());
+        let b = HashedComponent::new(
+            ComponentKind::Disk,
+            " s4ewnx0r123456 ",
+            &HardwareIdSalt::default(),
+        );
         assert_eq!(a, b, "normalisation: trim and case");
-        let c = HashedComponent::new(ComponentKind::BoardSerial, "S4EWNX0R123456", &HardwareIdSalt::default());
+        let c = HashedComponent::new(
+            ComponentKind::BoardSerial,
+            "S4EWNX0R123456",
+            &HardwareIdSalt::default(),
+        );
         assert_ne!(a.digest, c.digest);
-        let d = HashedComponent::new(ComponentKind::Disk, "S4EWNX0R123456", &HardwareIdSalt::new("isv-a"));
+        let d = HashedComponent::new(
+            ComponentKind::Disk,
+            "S4EWNX0R123456",
+            &HardwareIdSalt::new("isv-a"),
+        );
         assert_ne!(a.digest, d.digest);
     }
 
@@ -286,7 +311,11 @@ mod tests {
         assert!(v.matched, "{v}");
         assert_eq!(v.changed.len(), 1);
         assert_eq!(v.changed[0].change, ChangeKind::Replaced);
-        assert!(v.explain().starts_with("match, 1 component changed: disk replaced (was #"), "{v}");
+        assert!(
+            v.explain()
+                .starts_with("match, 1 component changed: disk replaced (was #"),
+            "{v}"
+        );
         assert!(!before.matches(&after, MatchPolicy::Strict).matched);
     }
 
@@ -322,7 +351,12 @@ mod tests {
         for policy in MatchPolicy::ALL {
             let v = id(&a).matches(&id(&b), policy);
             assert!(!v.matched, "{policy}: {v}");
-            assert!(v.note.as_deref().unwrap_or("").contains("container instance"));
+            assert!(
+                v.note
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("container instance")
+            );
         }
     }
 

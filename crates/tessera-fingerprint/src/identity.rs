@@ -83,16 +83,27 @@ pub fn collect(probe: &dyn Probe) -> DeviceIdentity {
 /// [`collect`] with explicit options.
 #[must_use]
 pub fn collect_with(probe: &dyn Probe, options: &CollectOptions) -> DeviceIdentity {
-    derive(collect_tree(probe, options, sysfs::system_info(probe)), &options.salt)
+    derive(
+        collect_tree(probe, options, sysfs::system_info(probe)),
+        &options.salt,
+    )
 }
 
-pub(crate) fn collect_tree(probe: &dyn Probe, options: &CollectOptions, system: SystemInfo) -> Collected {
+pub(crate) fn collect_tree(
+    probe: &dyn Probe,
+    options: &CollectOptions,
+    system: SystemInfo,
+) -> Collected {
     let components = sysfs::collect_components(probe);
-    let machine_id = components.iter().find(|c| c.kind == ComponentKind::MachineId);
+    let machine_id = components
+        .iter()
+        .find(|c| c.kind == ComponentKind::MachineId);
     let environment = sysfs::detect_environment(probe, machine_id);
-    let override_status = read_override(&options.override_path, || probe.exists(&options.override_path), || {
-        probe.read_bytes(&options.override_path)
-    });
+    let override_status = read_override(
+        &options.override_path,
+        || probe.exists(&options.override_path),
+        || probe.read_bytes(&options.override_path),
+    );
     Collected {
         components,
         environment,
@@ -109,7 +120,9 @@ pub(crate) fn read_override(
     read: impl FnOnce() -> std::io::Result<Vec<u8>>,
 ) -> OverrideStatus {
     if !exists() {
-        return OverrideStatus::Absent { path: path.to_owned() };
+        return OverrideStatus::Absent {
+            path: path.to_owned(),
+        };
     }
     match read() {
         Ok(bytes) => match OverrideFile::parse(&bytes) {
@@ -175,9 +188,14 @@ pub(crate) fn derive(mut collected: Collected, salt: &HardwareIdSalt) -> DeviceI
     );
     let mut warnings = collected.environment.warnings.clone();
     if fingerprint.is_empty() {
-        warnings.push("no hardware component was readable: the KooGallery fingerprint is empty".to_owned());
+        warnings.push(
+            "no hardware component was readable: the KooGallery fingerprint is empty".to_owned(),
+        );
     } else if fingerprint.macs().is_empty() {
-        warnings.push("no physical network adapter with a permanent address: the MAC slot is empty".to_owned());
+        warnings.push(
+            "no physical network adapter with a permanent address: the MAC slot is empty"
+                .to_owned(),
+        );
     }
     if let OverrideStatus::Unverified { path, .. } = &collected.override_status {
         warnings.push(format!(
@@ -185,7 +203,9 @@ pub(crate) fn derive(mut collected: Collected, salt: &HardwareIdSalt) -> DeviceI
         ));
     }
     if let OverrideStatus::Invalid { path, reason } = &collected.override_status {
-        warnings.push(format!("the override id file at {path} is unusable: {reason}"));
+        warnings.push(format!(
+            "the override id file at {path} is unusable: {reason}"
+        ));
     }
     DeviceIdentity {
         fingerprint,
@@ -214,7 +234,10 @@ impl std::fmt::Debug for IdentityCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityCache")
             .field("max_age", &self.max_age)
-            .field("cached", &self.slot.read().map(|s| s.is_some()).unwrap_or(false))
+            .field(
+                "cached",
+                &self.slot.read().map(|s| s.is_some()).unwrap_or(false),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -222,8 +245,17 @@ impl std::fmt::Debug for IdentityCache {
 impl IdentityCache {
     /// A cache over `probe` (a Linux tree).
     #[must_use]
-    pub fn new(probe: Arc<dyn Probe>, options: CollectOptions, clock: SharedClock, max_age: Duration) -> Self {
-        Self::with_collector(move || collect_with(probe.as_ref(), &options), clock, max_age)
+    pub fn new(
+        probe: Arc<dyn Probe>,
+        options: CollectOptions,
+        clock: SharedClock,
+        max_age: Duration,
+    ) -> Self {
+        Self::with_collector(
+            move || collect_with(probe.as_ref(), &options),
+            clock,
+            max_age,
+        )
     }
 
     /// A cache over this machine's platform sources.
@@ -251,7 +283,12 @@ impl IdentityCache {
     /// went backwards past it).
     pub fn get(&self) -> Arc<DeviceIdentity> {
         let now = self.clock.now();
-        if let Some((at, identity)) = self.slot.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some((at, identity)) = self
+            .slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             let age = now - *at;
             if age >= Duration::ZERO && age < self.max_age {
                 return Arc::clone(identity);
@@ -264,7 +301,8 @@ impl IdentityCache {
     pub fn refresh(&self) -> Arc<DeviceIdentity> {
         let identity = Arc::new((self.collector)());
         let now = self.clock.now();
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some((now, Arc::clone(&identity)));
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) =
+            Some((now, Arc::clone(&identity)));
         identity
     }
 

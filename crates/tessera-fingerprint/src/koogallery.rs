@@ -48,7 +48,10 @@ impl KooGalleryFingerprint {
             (!v.is_empty() && !v.contains(['|', ',']) && !v.chars().any(char::is_control))
                 .then_some(v)
         };
-        let macs = macs.iter().filter_map(|m| clean(m.as_ref())).map(|m| normalise_mac(&m));
+        let macs = macs
+            .iter()
+            .filter_map(|m| clean(m.as_ref()))
+            .map(|m| normalise_mac(&m));
         let disks = disks.iter().filter_map(|d| clean(d.as_ref()));
         let full = Self::assemble(
             canonical_set(macs),
@@ -152,7 +155,10 @@ impl KooGalleryFingerprint {
     /// Whether every slot is empty: such a fingerprint identifies nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.macs.is_empty() && self.disks.is_empty() && self.board.is_empty() && self.cpu.is_empty()
+        self.macs.is_empty()
+            && self.disks.is_empty()
+            && self.board.is_empty()
+            && self.cpu.is_empty()
     }
 
     /// The form sent as `getLicenseAsync.deviceFingerprint`: at most
@@ -263,7 +269,11 @@ fn normalise_value(value: &str) -> String {
 /// `04-7c-16-5e-e3-5d` (Windows `getmac`) and `04:7C:16:5E:E3:5D` (WMI, Linux) are one MAC.
 fn normalise_mac(mac: &str) -> String {
     let octets: Vec<&str> = mac.split('-').collect();
-    if octets.len() == 6 && octets.iter().all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit())) {
+    if octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+    {
         octets.join(":")
     } else {
         mac.to_owned()
@@ -285,7 +295,9 @@ impl fmt::Display for KooGalleryFingerprint {
 
 impl fmt::Debug for KooGalleryFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("KooGalleryFingerprint").field(&self.text).finish()
+        f.debug_tuple("KooGalleryFingerprint")
+            .field(&self.text)
+            .finish()
     }
 }
 
@@ -372,7 +384,8 @@ mod tests {
 
     #[test]
     fn from_values_drops_values_that_would_break_the_format() {
-        let fp = KooGalleryFingerprint::from_values(&["a|b", "  "], &["s,1", "ok"], "b\u{0}", "cpu");
+        let fp =
+            KooGalleryFingerprint::from_values(&["a|b", "  "], &["s,1", "ok"], "b\u{0}", "cpu");
         assert_eq!(fp.as_str(), "|OK||CPU");
     }
 
@@ -397,7 +410,10 @@ mod tests {
         assert_eq!(reduced.disks(), &full.disks()[..reduced.disks().len()]);
         assert!(!reduced.macs().is_empty() && !reduced.disks().is_empty());
         // it is itself a valid fingerprint and a fixed point
-        assert_eq!(KooGalleryFingerprint::parse(reduced.as_str()).unwrap(), reduced);
+        assert_eq!(
+            KooGalleryFingerprint::parse(reduced.as_str()).unwrap(),
+            reduced
+        );
         assert_eq!(reduced.to_request_form(), reduced);
         // and deterministic regardless of the input order
         let mut shuffled = disks.clone();
@@ -409,7 +425,8 @@ mod tests {
     #[test]
     fn request_form_empties_slots_whose_single_value_is_too_long() {
         let huge = "D".repeat(2000);
-        let full = KooGalleryFingerprint::from_values(&["AA:BB:CC:DD:EE:FF"], &[huge.as_str()], "", "CPU");
+        let full =
+            KooGalleryFingerprint::from_values(&["AA:BB:CC:DD:EE:FF"], &[huge.as_str()], "", "CPU");
         let reduced = full.to_request_form();
         assert_eq!(reduced.as_str(), "AA:BB:CC:DD:EE:FF|||CPU");
     }
@@ -422,19 +439,24 @@ mod tests {
 
     #[test]
     fn matching_counts_each_value_and_tolerates_one_change() {
-        let bound = KooGalleryFingerprint::parse("AA:AA:AA:AA:AA:01,AA:AA:AA:AA:AA:02|D1,D2|B|C").unwrap();
+        let bound =
+            KooGalleryFingerprint::parse("AA:AA:AA:AA:AA:01,AA:AA:AA:AA:AA:02|D1,D2|B|C").unwrap();
         let same = bound.clone();
         let v = bound.matches(&same, MatchPolicy::Strict);
         assert!(v.matched, "{v}");
         assert_eq!(v.agreed, 6);
 
-        let new_disk = KooGalleryFingerprint::parse("AA:AA:AA:AA:AA:01,AA:AA:AA:AA:AA:02|D1,D3|B|C").unwrap();
+        let new_disk =
+            KooGalleryFingerprint::parse("AA:AA:AA:AA:AA:01,AA:AA:AA:AA:AA:02|D1,D3|B|C").unwrap();
         let v = bound.matches(&new_disk, MatchPolicy::AllButOne);
         assert!(v.matched);
         assert_eq!(v.changed.len(), 1);
         assert_eq!(v.changed[0].component, ComponentKind::Disk);
         assert_eq!(v.changed[0].change, ChangeKind::Replaced);
-        assert_eq!(v.to_string(), "match, 1 component changed: disk replaced (was D2, now D3)");
+        assert_eq!(
+            v.to_string(),
+            "match, 1 component changed: disk replaced (was D2, now D3)"
+        );
         assert!(!bound.matches(&new_disk, MatchPolicy::Strict).matched);
 
         let two = KooGalleryFingerprint::parse("AA:AA:AA:AA:AA:01|D1,D3|B|C").unwrap();

@@ -204,7 +204,11 @@ pub struct MatchVerdict {
 
 impl MatchVerdict {
     /// Applies `policy` to counted agreements and changes.
-    pub(crate) fn decide(policy: MatchPolicy, agreed: usize, changed: Vec<ComponentChange>) -> Self {
+    pub(crate) fn decide(
+        policy: MatchPolicy,
+        agreed: usize,
+        changed: Vec<ComponentChange>,
+    ) -> Self {
         let decisive = changed.iter().find(|c| c.component.is_decisive());
         let (matched, note) = if let Some(d) = decisive {
             (
@@ -280,8 +284,14 @@ pub(crate) fn compare_sets(
     agreed: &mut usize,
     changed: &mut Vec<ComponentChange>,
 ) {
-    let gone: Vec<&String> = reference.iter().filter(|v| !candidate.contains(v)).collect();
-    let new: Vec<&String> = candidate.iter().filter(|v| !reference.contains(v)).collect();
+    let gone: Vec<&String> = reference
+        .iter()
+        .filter(|v| !candidate.contains(v))
+        .collect();
+    let new: Vec<&String> = candidate
+        .iter()
+        .filter(|v| !reference.contains(v))
+        .collect();
     *agreed += reference.iter().filter(|v| candidate.contains(v)).count();
     let pairs = gone.len().min(new.len());
     for (was, now) in gone.iter().zip(new.iter()) {

@@ -119,10 +119,12 @@ impl OverrideFile {
     pub fn parse(bytes: &[u8]) -> Result<Self, FingerprintError> {
         let invalid = |reason: String| FingerprintError::InvalidOverride { reason };
         if bytes.len() > MAX_OVERRIDE_FILE_BYTES {
-            return Err(invalid(format!("larger than {MAX_OVERRIDE_FILE_BYTES} bytes")));
+            return Err(invalid(format!(
+                "larger than {MAX_OVERRIDE_FILE_BYTES} bytes"
+            )));
         }
-        let envelope: Envelope =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not the expected JSON: {e}")))?;
+        let envelope: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("not the expected JSON: {e}")))?;
         if envelope.format != OVERRIDE_FORMAT {
             return Err(invalid(format!(
                 "format is {:?}, expected {OVERRIDE_FORMAT:?}",
@@ -136,7 +138,10 @@ impl OverrideFile {
             .map_err(|e| invalid(format!("payload is not the expected JSON: {e}")))?;
         let id = payload.device_id.trim();
         if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-            return Err(invalid("device_id is empty, longer than 256 characters or has control characters".to_owned()));
+            return Err(invalid(
+                "device_id is empty, longer than 256 characters or has control characters"
+                    .to_owned(),
+            ));
         }
         if envelope.signature.value.is_empty() || envelope.signature.key_id.trim().is_empty() {
             return Err(invalid("signature value or key id is empty".to_owned()));
@@ -225,15 +230,31 @@ mod tests {
     fn rejects_malformed_files() {
         let cases = [
             b"not json".to_vec(),
-            OverrideFile::encode(PAYLOAD.as_bytes(), &signature()).replace("tessera-device-override/1", "other/9").into_bytes(),
-            OverrideFile::encode(br#"{"device_id":"","reason":"","issued_for":"","issued_at":""}"#, &signature()).into_bytes(),
+            OverrideFile::encode(PAYLOAD.as_bytes(), &signature())
+                .replace("tessera-device-override/1", "other/9")
+                .into_bytes(),
+            OverrideFile::encode(
+                br#"{"device_id":"","reason":"","issued_for":"","issued_at":""}"#,
+                &signature(),
+            )
+            .into_bytes(),
             OverrideFile::encode(b"not json either", &signature()).into_bytes(),
-            OverrideFile::encode(PAYLOAD.as_bytes(), &Signature { value: vec![], ..signature() }).into_bytes(),
+            OverrideFile::encode(
+                PAYLOAD.as_bytes(),
+                &Signature {
+                    value: vec![],
+                    ..signature()
+                },
+            )
+            .into_bytes(),
             vec![b' '; MAX_OVERRIDE_FILE_BYTES + 1],
         ];
         for bytes in cases {
             assert!(
-                matches!(OverrideFile::parse(&bytes), Err(FingerprintError::InvalidOverride { .. })),
+                matches!(
+                    OverrideFile::parse(&bytes),
+                    Err(FingerprintError::InvalidOverride { .. })
+                ),
                 "{}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
             );

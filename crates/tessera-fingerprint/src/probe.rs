@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn resolves_sysfs_style_links() {
         assert_eq!(
-            resolve_link("/sys/class/net/eth0", "../../devices/pci0000:00/0000:00:1f.6/net/eth0"),
+            resolve_link(
+                "/sys/class/net/eth0",
+                "../../devices/pci0000:00/0000:00:1f.6/net/eth0"
+            ),
             "/sys/devices/pci0000:00/0000:00:1f.6/net/eth0"
         );
         assert_eq!(resolve_link("/sys/block/sda", "/abs/x"), "/abs/x");

@@ -12,7 +12,12 @@ const ROOT_ONLY: &str = "readable only by root (the kernel creates it 0400); it 
                          so that root and every user compute the same id";
 
 /// DMI attributes the kernel always creates 0400 (drivers/firmware/dmi-id.c).
-const ROOT_ONLY_DMI: [&str; 4] = ["product_serial", "product_uuid", "board_serial", "chassis_serial"];
+const ROOT_ONLY_DMI: [&str; 4] = [
+    "product_serial",
+    "product_uuid",
+    "board_serial",
+    "chassis_serial",
+];
 
 /// Serial numbers longer than this are not serial numbers.
 const MAX_SERIAL_LEN: usize = 128;
@@ -40,7 +45,11 @@ fn machine_id(probe: &dyn Probe) -> ComponentReport {
             return ComponentReport::not_used(kind, path, ReadStatus::Excluded, ROOT_ONLY);
         }
         return match probe.read_string(path) {
-            Ok(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0') => {
+            Ok(id)
+                if id.len() == 32
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    && id.bytes().any(|b| b != b'0') =>
+            {
                 ComponentReport::used(kind, path, id.to_ascii_lowercase())
             }
             Ok(id) if id.is_empty() || id == "uninitialized" => ComponentReport::not_used(
@@ -49,7 +58,12 @@ fn machine_id(probe: &dyn Probe) -> ComponentReport {
                 ReadStatus::Unreadable,
                 "empty or uninitialized (usual in container images)",
             ),
-            Ok(_) => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, "not a 32-digit hex id"),
+            Ok(_) => ComponentReport::not_used(
+                kind,
+                path,
+                ReadStatus::Unreadable,
+                "not a 32-digit hex id",
+            ),
             Err(e) => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, e.to_string()),
         };
     }
@@ -77,7 +91,9 @@ fn dmi_serial(probe: &dyn Probe, kind: ComponentKind, attr: &str) -> ComponentRe
     match probe.read_string(&path) {
         Ok(v) => match clean_serial(&v) {
             Some(v) => ComponentReport::used(kind, path, v),
-            None => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, "placeholder value"),
+            None => {
+                ComponentReport::not_used(kind, path, ReadStatus::Unreadable, "placeholder value")
+            }
         },
         Err(e) => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, e.to_string()),
     }
@@ -85,12 +101,16 @@ fn dmi_serial(probe: &dyn Probe, kind: ComponentKind, attr: &str) -> ComponentRe
 
 /// Trims a serial and refuses the placeholders firmware vendors ship.
 fn clean_serial(raw: &str) -> Option<String> {
-    let v: String = raw.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_owned();
+    let v: String = raw
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_owned();
     let upper = v.to_ascii_uppercase();
     let placeholder = upper.is_empty()
         || upper.len() > MAX_SERIAL_LEN
         || !v.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        || upper.chars().all(|c| c == '0' || c == 'F' || c == ' ' || c == '-' || c == '.')
+        || upper
+            .chars()
+            .all(|c| c == '0' || c == 'F' || c == ' ' || c == '-' || c == '.')
         || [
             "TO BE FILLED BY O.E.M.",
             "DEFAULT STRING",
@@ -115,16 +135,43 @@ fn cpuinfo_first_block(text: &str) -> Vec<(String, String)> {
 }
 
 fn field<'a>(block: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    block.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    block
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// CPUID leaf 1 EDX feature bits by their `/proc/cpuinfo` names.
 const EDX_FLAGS: [(&str, u32); 29] = [
-    ("fpu", 0), ("vme", 1), ("de", 2), ("pse", 3), ("tsc", 4), ("msr", 5), ("pae", 6),
-    ("mce", 7), ("cx8", 8), ("apic", 9), ("sep", 11), ("mtrr", 12), ("pge", 13), ("mca", 14),
-    ("cmov", 15), ("pat", 16), ("pse36", 17), ("pn", 18), ("clflush", 19), ("dts", 21),
-    ("acpi", 22), ("mmx", 23), ("fxsr", 24), ("sse", 25), ("sse2", 26), ("ss", 27), ("ht", 28),
-    ("tm", 29), ("pbe", 31),
+    ("fpu", 0),
+    ("vme", 1),
+    ("de", 2),
+    ("pse", 3),
+    ("tsc", 4),
+    ("msr", 5),
+    ("pae", 6),
+    ("mce", 7),
+    ("cx8", 8),
+    ("apic", 9),
+    ("sep", 11),
+    ("mtrr", 12),
+    ("pge", 13),
+    ("mca", 14),
+    ("cmov", 15),
+    ("pat", 16),
+    ("pse36", 17),
+    ("pn", 18),
+    ("clflush", 19),
+    ("dts", 21),
+    ("acpi", 22),
+    ("mmx", 23),
+    ("fxsr", 24),
+    ("sse", 25),
+    ("sse2", 26),
+    ("ss", 27),
+    ("ht", 28),
+    ("tm", 29),
+    ("pbe", 31),
 ];
 
 /// Rebuilds Windows' `Win32_Processor.ProcessorId` (CPUID leaf 1: EDX then EAX, 16 hex digits)
@@ -140,7 +187,11 @@ pub(crate) fn x86_processor_id(block: &[(String, String)]) -> Option<String> {
             edx |= 1 << bit;
         }
     }
-    let (base_family, ext_family) = if family > 15 { (15, family - 15) } else { (family, 0) };
+    let (base_family, ext_family) = if family > 15 {
+        (15, family - 15)
+    } else {
+        (family, 0)
+    };
     let (model_low, ext_model) = if family == 6 || family >= 15 {
         (model & 0xF, model >> 4)
     } else {
@@ -184,18 +235,34 @@ fn cpu_id(probe: &dyn Probe) -> ComponentReport {
     let path = "/proc/cpuinfo";
     let text = match probe.read_string(path) {
         Ok(t) => t,
-        Err(e) => return ComponentReport::not_used(kind, path, ReadStatus::Unreadable, e.to_string()),
+        Err(e) => {
+            return ComponentReport::not_used(kind, path, ReadStatus::Unreadable, e.to_string());
+        }
     };
     let block = cpuinfo_first_block(&text);
     if field(&block, "flags").is_some() {
         return match x86_processor_id(&block) {
-            Some(id) => ComponentReport::used(kind, format!("{path} (CPUID leaf 1 from flags, family, model, stepping)"), id),
-            None => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, "family/model/stepping missing or out of range"),
+            Some(id) => ComponentReport::used(
+                kind,
+                format!("{path} (CPUID leaf 1 from flags, family, model, stepping)"),
+                id,
+            ),
+            None => ComponentReport::not_used(
+                kind,
+                path,
+                ReadStatus::Unreadable,
+                "family/model/stepping missing or out of range",
+            ),
         };
     }
     match arm_cpu_id(&block, &text) {
         Some(id) => ComponentReport::used(kind, format!("{path} (Serial, else MIDR fields)"), id),
-        None => ComponentReport::not_used(kind, path, ReadStatus::Unreadable, "no CPU id fields for this architecture"),
+        None => ComponentReport::not_used(
+            kind,
+            path,
+            ReadStatus::Unreadable,
+            "no CPU id fields for this architecture",
+        ),
     }
 }
 
@@ -252,20 +319,29 @@ fn disk_serial(probe: &dyn Probe, base: &str) -> Result<(String, String), String
             }
         }
     }
-    Err("no serial exposed (device/serial, serial, device/vpd_pg80, udev ID_SERIAL_SHORT)".to_owned())
+    Err(
+        "no serial exposed (device/serial, serial, device/vpd_pg80, udev ID_SERIAL_SHORT)"
+            .to_owned(),
+    )
 }
 
 fn disks(probe: &dyn Probe) -> Vec<ComponentReport> {
     let kind = ComponentKind::Disk;
     let Ok(names) = probe.list("/sys/block") else {
-        return vec![ComponentReport::not_used(kind, "/sys/block", ReadStatus::Absent, "no block devices listed")];
+        return vec![ComponentReport::not_used(
+            kind,
+            "/sys/block",
+            ReadStatus::Absent,
+            "no block devices listed",
+        )];
     };
     let mut out = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for name in names {
         let base = format!("/sys/block/{name}");
         let real = device_path(probe, &base);
-        let excluded = |why: &str| ComponentReport::not_used(kind, base.clone(), ReadStatus::Excluded, why);
+        let excluded =
+            |why: &str| ComponentReport::not_used(kind, base.clone(), ReadStatus::Excluded, why);
         let virtual_prefix = ["loop", "ram", "zram", "dm-", "md", "nbd", "sr", "fd"]
             .iter()
             .find(|p| name.starts_with(**p));
@@ -286,16 +362,26 @@ fn disks(probe: &dyn Probe) -> Vec<ComponentReport> {
             out.push(excluded("virtual block device (no hardware behind it)"));
             continue;
         }
-        if probe.read_string(&format!("{base}/hidden")).is_ok_and(|h| h == "1") {
-            out.push(excluded("hidden multipath path (the namespace is listed on its own)"));
+        if probe
+            .read_string(&format!("{base}/hidden"))
+            .is_ok_and(|h| h == "1")
+        {
+            out.push(excluded(
+                "hidden multipath path (the namespace is listed on its own)",
+            ));
             continue;
         }
-        if probe.read_string(&format!("{base}/removable")).is_ok_and(|r| r == "1") {
+        if probe
+            .read_string(&format!("{base}/removable"))
+            .is_ok_and(|r| r == "1")
+        {
             out.push(excluded("removable media"));
             continue;
         }
         if on_usb(&real) {
-            out.push(excluded("USB-attached (external disks move between machines)"));
+            out.push(excluded(
+                "USB-attached (external disks move between machines)",
+            ));
             continue;
         }
         match disk_serial(probe, &base) {
@@ -308,7 +394,12 @@ fn disks(probe: &dyn Probe) -> Vec<ComponentReport> {
                     out.push(ComponentReport::used(kind, source, serial));
                 }
             }
-            Err(why) => out.push(ComponentReport::not_used(kind, base, ReadStatus::Unreadable, why)),
+            Err(why) => out.push(ComponentReport::not_used(
+                kind,
+                base,
+                ReadStatus::Unreadable,
+                why,
+            )),
         }
     }
     out
@@ -319,20 +410,32 @@ fn clean_mac(raw: &str) -> Option<String> {
     let octets: Vec<u8> = raw
         .trim()
         .split(':')
-        .map(|o| if o.len() == 2 { u8::from_str_radix(o, 16).ok() } else { None })
+        .map(|o| {
+            if o.len() == 2 {
+                u8::from_str_radix(o, 16).ok()
+            } else {
+                None
+            }
+        })
         .collect::<Option<_>>()?;
     if octets.len() != 6 || octets.iter().all(|&o| o == 0) || octets[0] & 1 == 1 {
         return None;
     }
-    Some(octets.iter().map(|o| format!("{o:02X}")).collect::<Vec<_>>().join(":"))
+    Some(
+        octets
+            .iter()
+            .map(|o| format!("{o:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 fn uevent_value(probe: &dyn Probe, path: &str, key: &str) -> Option<String> {
-    probe
-        .read_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')).map(str::to_owned))
+    probe.read_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|v| v.strip_prefix('='))
+            .map(str::to_owned)
+    })
 }
 
 /// Why a virtual interface is virtual, for the report.
@@ -363,15 +466,23 @@ fn virtual_nic_reason(probe: &dyn Probe, base: &str, name: &str) -> String {
 fn network_adapters(probe: &dyn Probe) -> Vec<ComponentReport> {
     let kind = ComponentKind::Mac;
     let Ok(names) = probe.list("/sys/class/net") else {
-        return vec![ComponentReport::not_used(kind, "/sys/class/net", ReadStatus::Absent, "no network interfaces listed")];
+        return vec![ComponentReport::not_used(
+            kind,
+            "/sys/class/net",
+            ReadStatus::Absent,
+            "no network interfaces listed",
+        )];
     };
     let mut out = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for name in names {
         let base = format!("/sys/class/net/{name}");
         let real = device_path(probe, &base);
-        let excluded = |why: &str| ComponentReport::not_used(kind, base.clone(), ReadStatus::Excluded, why);
-        let arp_type = probe.read_string(&format!("{base}/type")).unwrap_or_default();
+        let excluded =
+            |why: &str| ComponentReport::not_used(kind, base.clone(), ReadStatus::Excluded, why);
+        let arp_type = probe
+            .read_string(&format!("{base}/type"))
+            .unwrap_or_default();
         if name == "lo" || arp_type == "772" {
             out.push(excluded("loopback"));
             continue;
@@ -381,7 +492,9 @@ fn network_adapters(probe: &dyn Probe) -> Vec<ComponentReport> {
             continue;
         }
         if arp_type != "1" {
-            out.push(excluded(&format!("not an Ethernet or Wi-Fi adapter (link type {arp_type})")));
+            out.push(excluded(&format!(
+                "not an Ethernet or Wi-Fi adapter (link type {arp_type})"
+            )));
             continue;
         }
         let usb_devtype = uevent_value(probe, &format!("{base}/device/uevent"), "DEVTYPE");
@@ -391,7 +504,10 @@ fn network_adapters(probe: &dyn Probe) -> Vec<ComponentReport> {
             ));
             continue;
         }
-        if probe.read_string(&format!("{base}/device/removable")).is_ok_and(|r| r == "removable") {
+        if probe
+            .read_string(&format!("{base}/device/removable"))
+            .is_ok_and(|r| r == "removable")
+        {
             out.push(excluded("behind an external port (Thunderbolt dock)"));
             continue;
         }
@@ -407,28 +523,55 @@ fn network_adapters(probe: &dyn Probe) -> Vec<ComponentReport> {
         let mut chosen = permanent
             .iter()
             .filter(|(applies, _)| *applies)
-            .find_map(|(_, p)| probe.read_string(p).ok().and_then(|m| clean_mac(&m)).map(|m| (p.clone(), m)));
+            .find_map(|(_, p)| {
+                probe
+                    .read_string(p)
+                    .ok()
+                    .and_then(|m| clean_mac(&m))
+                    .map(|m| (p.clone(), m))
+            });
         if chosen.is_none() {
             if wireless {
-                out.push(excluded("wireless interface without a permanent address (phy80211/macaddress)"));
+                out.push(excluded(
+                    "wireless interface without a permanent address (phy80211/macaddress)",
+                ));
                 continue;
             }
-            if probe.read_string(&format!("{base}/addr_assign_type")).is_ok_and(|t| t == "1") {
-                out.push(excluded("address is random (addr_assign_type 1), not the adapter's own"));
+            if probe
+                .read_string(&format!("{base}/addr_assign_type"))
+                .is_ok_and(|t| t == "1")
+            {
+                out.push(excluded(
+                    "address is random (addr_assign_type 1), not the adapter's own",
+                ));
                 continue;
             }
             let path = format!("{base}/address");
-            chosen = probe.read_string(&path).ok().and_then(|m| clean_mac(&m)).map(|m| (path, m));
+            chosen = probe
+                .read_string(&path)
+                .ok()
+                .and_then(|m| clean_mac(&m))
+                .map(|m| (path, m));
         }
         match chosen {
             Some((source, mac)) if seen.contains(&mac) => {
-                out.push(ComponentReport::not_used(kind, source, ReadStatus::Excluded, "another interface of the same adapter"));
+                out.push(ComponentReport::not_used(
+                    kind,
+                    source,
+                    ReadStatus::Excluded,
+                    "another interface of the same adapter",
+                ));
             }
             Some((source, mac)) => {
                 seen.push(mac.clone());
                 out.push(ComponentReport::used(kind, source, mac));
             }
-            None => out.push(ComponentReport::not_used(kind, format!("{base}/address"), ReadStatus::Unreadable, "no valid unicast MAC")),
+            None => out.push(ComponentReport::not_used(
+                kind,
+                format!("{base}/address"),
+                ReadStatus::Unreadable,
+                "no valid unicast MAC",
+            )),
         }
     }
     out
@@ -483,7 +626,10 @@ fn container_id_in(line: &str, after: &[&str]) -> Option<String> {
 
 /// Detects bare metal, VM or container. Uses only world-readable sources, so root and users
 /// see the same environment.
-pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&ComponentReport>) -> Environment {
+pub(crate) fn detect_environment(
+    probe: &dyn Probe,
+    machine_id: Option<&ComponentReport>,
+) -> Environment {
     let mut evidence = Vec::new();
     let mut runtime: Option<String> = None;
     let mut container_id: Option<String> = None;
@@ -497,7 +643,9 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
         }
     }
     for file in ["/proc/1/cgroup", "/proc/self/cgroup"] {
-        let Ok(text) = probe.read_string(file) else { continue };
+        let Ok(text) = probe.read_string(file) else {
+            continue;
+        };
         for line in text.lines() {
             if let Some(rt) = runtime_from_cgroup(line) {
                 if !container || runtime.is_none() || file == "/proc/1/cgroup" {
@@ -506,7 +654,17 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
                 container = true;
                 runtime.get_or_insert_with(|| rt.to_owned());
                 if container_id.is_none() {
-                    container_id = container_id_in(line, &["docker-", "docker/", "libpod-", "crio-", "cri-containerd-", "/"]);
+                    container_id = container_id_in(
+                        line,
+                        &[
+                            "docker-",
+                            "docker/",
+                            "libpod-",
+                            "crio-",
+                            "cri-containerd-",
+                            "/",
+                        ],
+                    );
                 }
             }
         }
@@ -515,7 +673,10 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
         for line in text.lines() {
             if let Some(id) = container_id_in(line, &["/containers/"]) {
                 if container_id.is_none() {
-                    evidence.push(format!("/proc/self/mountinfo mounts files of container {}", &id[..12]));
+                    evidence.push(format!(
+                        "/proc/self/mountinfo mounts files of container {}",
+                        &id[..12]
+                    ));
                 }
                 container = true;
                 container_id.get_or_insert(id);
@@ -534,11 +695,16 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
     }
     for attr in ["sys_vendor", "product_name", "board_vendor", "bios_vendor"] {
         let path = format!("/sys/class/dmi/id/{attr}");
-        let Ok(value) = probe.read_string(&path) else { continue };
+        let Ok(value) = probe.read_string(&path) else {
+            continue;
+        };
         let upper = value.to_ascii_uppercase();
         if let Some((_, name)) = HYPERVISOR_STRINGS.iter().find(|(s, _)| upper.contains(s)) {
             evidence.push(format!("{path} is {value:?}"));
-            if hypervisor.as_deref().is_none_or(|h| h == "unnamed hypervisor") {
+            if hypervisor
+                .as_deref()
+                .is_none_or(|h| h == "unnamed hypervisor")
+            {
                 hypervisor = Some((*name).to_owned());
             }
         }
@@ -546,7 +712,10 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
     if let Ok(t) = probe.read_string("/sys/hypervisor/type") {
         if !t.is_empty() {
             evidence.push(format!("/sys/hypervisor/type is {t:?}"));
-            if hypervisor.as_deref().is_none_or(|h| h == "unnamed hypervisor") {
+            if hypervisor
+                .as_deref()
+                .is_none_or(|h| h == "unnamed hypervisor")
+            {
                 hypervisor = Some(if t == "xen" { "Xen".to_owned() } else { t });
             }
         }
@@ -590,7 +759,8 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
         EnvironmentKind::BareMetal
     };
     if !container && !machine_id_used {
-        warnings.push("no machine id: the hardware id rests on hardware components alone".to_owned());
+        warnings
+            .push("no machine id: the hardware id rests on hardware components alone".to_owned());
     }
     Environment {
         kind,
@@ -606,15 +776,24 @@ pub(crate) fn detect_environment(probe: &dyn Probe, machine_id: Option<&Componen
 pub(crate) fn system_info(probe: &dyn Probe) -> SystemInfo {
     let cpu_brand = probe.read_string("/proc/cpuinfo").ok().and_then(|t| {
         let block = cpuinfo_first_block(&t);
-        field(&block, "model name").or_else(|| field(&block, "Model")).map(str::to_owned)
+        field(&block, "model name")
+            .or_else(|| field(&block, "Model"))
+            .map(str::to_owned)
     });
-    let host_name = probe.read_string("/proc/sys/kernel/hostname").ok().filter(|h| !h.is_empty());
+    let host_name = probe
+        .read_string("/proc/sys/kernel/hostname")
+        .ok()
+        .filter(|h| !h.is_empty());
     let os = probe.read_string("/etc/os-release").ok().and_then(|t| {
         t.lines()
             .find_map(|l| l.strip_prefix("PRETTY_NAME="))
             .map(|v| v.trim_matches('"').to_owned())
     });
-    SystemInfo { cpu_brand, host_name, os }
+    SystemInfo {
+        cpu_brand,
+        host_name,
+        os,
+    }
 }
 
 #[cfg(test)]
@@ -632,27 +811,47 @@ mod tests {
                     stepping\t: 2\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca \
                     cmov pat pse36 clflush dts acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx \
                     hypervisor\n";
-        assert_eq!(x86_processor_id(&block(text)).as_deref(), Some("BFEBFBFF00090672"));
+        assert_eq!(
+            x86_processor_id(&block(text)).as_deref(),
+            Some("BFEBFBFF00090672")
+        );
     }
 
     #[test]
     fn processor_id_handles_extended_family() {
         // AMD Zen 3 (family 25 = 0xF + 0xA, model 33 = 0x21, stepping 0) → EAX 00A20F10
         let text = "cpu family\t: 25\nmodel\t\t: 33\nstepping\t: 0\nflags\t\t: fpu\n";
-        assert_eq!(x86_processor_id(&block(text)).as_deref(), Some("0000000100A20F10"));
+        assert_eq!(
+            x86_processor_id(&block(text)).as_deref(),
+            Some("0000000100A20F10")
+        );
     }
 
     #[test]
     fn serial_placeholders_are_refused() {
-        for junk in ["", "   ", "To be filled by O.E.M.", "Default string", "0000000000", "FFFFFFFF", "None"] {
+        for junk in [
+            "",
+            "   ",
+            "To be filled by O.E.M.",
+            "Default string",
+            "0000000000",
+            "FFFFFFFF",
+            "None",
+        ] {
             assert_eq!(clean_serial(junk), None, "{junk:?}");
         }
-        assert_eq!(clean_serial("  S4EWNX0R123456 \n").as_deref(), Some("S4EWNX0R123456"));
+        assert_eq!(
+            clean_serial("  S4EWNX0R123456 \n").as_deref(),
+            Some("S4EWNX0R123456")
+        );
     }
 
     #[test]
     fn macs_are_validated() {
-        assert_eq!(clean_mac("3c:ec:ef:12:34:56").as_deref(), Some("3C:EC:EF:12:34:56"));
+        assert_eq!(
+            clean_mac("3c:ec:ef:12:34:56").as_deref(),
+            Some("3C:EC:EF:12:34:56")
+        );
         assert_eq!(clean_mac("00:00:00:00:00:00"), None);
         assert_eq!(clean_mac("01:00:5e:00:00:01"), None);
         assert_eq!(clean_mac("3c:ec:ef:12:34"), None);
@@ -665,7 +864,9 @@ mod tests {
         let line = format!("0::/system.slice/docker-{id}.scope");
         assert_eq!(container_id_in(&line, &["docker-"]).as_deref(), Some(id));
         assert_eq!(container_id_in("0::/", &["/"]), None);
-        assert!(on_usb("/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/net/enx1"));
+        assert!(on_usb(
+            "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/net/enx1"
+        ));
         assert!(!on_usb("/sys/devices/pci0000:00/0000:00:1f.6/net/eno1"));
     }
 }

@@ -485,7 +485,9 @@ impl Driver {
             }
             let reason = match end {
                 LinkEnd::Close(done) => {
-                    if let Ok(frame) = encode_frame(&ClientMsg::Goodbye, self.config.read_limits.max_len) {
+                    if let Ok(frame) =
+                        encode_frame(&ClientMsg::Goodbye, self.config.read_limits.max_len)
+                    {
                         let _ = tokio::time::timeout(
                             Duration::from_millis(500),
                             write_frame(&mut link.writer, &frame),
@@ -570,7 +572,8 @@ impl Driver {
                 if frame.kind == EventKind::LicenseState.code()
                     && let Ok(Event::LicenseState(state)) = frame.payload.to_event()
                 {
-                    self.snapshot.send_modify(|snap| Arc::make_mut(snap).upsert(state));
+                    self.snapshot
+                        .send_modify(|snap| Arc::make_mut(snap).upsert(state));
                 }
                 let _ = self.events.send(ClientEvent {
                     kind: frame.kind,

@@ -273,7 +273,10 @@ mod tests {
             r#"{"operate":"UpgradeNotice","params":{"available":false},"comeBackParams":{}}"#,
         )
         .unwrap();
-        assert_eq!(isc.to_event().unwrap(), Event::UpgradeNotice { available: false });
+        assert_eq!(
+            isc.to_event().unwrap(),
+            Event::UpgradeNotice { available: false }
+        );
         let isc: IscEvent =
             serde_json::from_str(r#"{"operate":"Update","params":{"fromForceWin":"maybe"}}"#)
                 .unwrap();
@@ -285,7 +288,10 @@ mod tests {
             }
         );
         let isc: IscEvent = serde_json::from_str(r#"{"operate":"SaveResult"}"#).unwrap();
-        assert!(matches!(isc.to_event(), Err(EventParseError::UnknownOperate(_))));
+        assert!(matches!(
+            isc.to_event(),
+            Err(EventParseError::UnknownOperate(_))
+        ));
     }
 
     #[test]

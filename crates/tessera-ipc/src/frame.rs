@@ -205,8 +205,14 @@ mod tests {
         let mut bytes = encode_frame(&"hi", 16).unwrap();
         bytes.extend(encode_frame(&[1, 2, 3], 16).unwrap());
         let mut r = bytes.as_slice();
-        assert_eq!(read_frame(&mut r, &limits()).await.unwrap().unwrap(), b"\"hi\"");
-        assert_eq!(read_frame(&mut r, &limits()).await.unwrap().unwrap(), b"[1,2,3]");
+        assert_eq!(
+            read_frame(&mut r, &limits()).await.unwrap().unwrap(),
+            b"\"hi\""
+        );
+        assert_eq!(
+            read_frame(&mut r, &limits()).await.unwrap().unwrap(),
+            b"[1,2,3]"
+        );
         assert!(read_frame(&mut r, &limits()).await.unwrap().is_none());
     }
 
@@ -214,7 +220,10 @@ mod tests {
     async fn refuses_oversized_before_reading_body() {
         let mut r: &[u8] = &[0, 0, 0, 17];
         let err = read_frame(&mut r, &limits()).await.unwrap_err();
-        assert!(matches!(err, FrameError::Oversized { len: 17, max: 16 }), "{err}");
+        assert!(
+            matches!(err, FrameError::Oversized { len: 17, max: 16 }),
+            "{err}"
+        );
         assert!(matches!(
             encode_frame(&"a string far too long", 16),
             Err(FrameError::Oversized { .. })
@@ -225,10 +234,28 @@ mod tests {
     async fn truncated_header_and_body_are_reported() {
         let mut r: &[u8] = &[0, 0];
         let err = read_frame(&mut r, &limits()).await.unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { expected: 4, got: 2 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FrameError::Truncated {
+                    expected: 4,
+                    got: 2
+                }
+            ),
+            "{err}"
+        );
         let mut r: &[u8] = &[0, 0, 0, 5, b'a'];
         let err = read_frame(&mut r, &limits()).await.unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { expected: 9, got: 5 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FrameError::Truncated {
+                    expected: 9,
+                    got: 5
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -474,9 +474,10 @@ mod tests {
 
     #[test]
     fn unknown_parts_from_newer_peers_decode() {
-        let call: ClientMsg =
-            serde_json::from_str(r#"{"type":"request","id":1,"call":{"op":"teleport","to":"mars"}}"#)
-                .unwrap();
+        let call: ClientMsg = serde_json::from_str(
+            r#"{"type":"request","id":1,"call":{"op":"teleport","to":"mars"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             call,
             ClientMsg::Request(Request {
@@ -486,9 +487,10 @@ mod tests {
         );
         let msg: ServerMsg = serde_json::from_str(r#"{"type":"hologram"}"#).unwrap();
         assert_eq!(msg, ServerMsg::Unknown);
-        let msg: ServerMsg =
-            serde_json::from_str(r#"{"type":"error","re":2,"error":{"code":"quota","message":"m"}}"#)
-                .unwrap();
+        let msg: ServerMsg = serde_json::from_str(
+            r#"{"type":"error","re":2,"error":{"code":"quota","message":"m"}}"#,
+        )
+        .unwrap();
         assert!(matches!(msg, ServerMsg::Error { error, .. } if error.code == ErrorCode::Unknown));
     }
 

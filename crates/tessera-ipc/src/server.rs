@@ -196,7 +196,9 @@ impl Shared {
 
     fn kill(&self, entry: &SessionEntry, reason: CloseReason) {
         if reason == CloseReason::SlowClient {
-            self.counters.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .slow_disconnects
+                .fetch_add(1, Ordering::Relaxed);
             warn!(session = %entry.info.session_id, app = %entry.info.app.name,
                 "disconnecting a client that does not read its messages");
         }
@@ -271,7 +273,7 @@ impl IpcServer {
                     }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.wait_for(Option::is_some) => break,
+                () = shutting_down(&mut shutdown) => break,
             }
         }
         drop(self.listener);
@@ -297,20 +299,29 @@ impl IpcServer {
         let peer = match peer {
             Ok(peer) if peer.user == shared.user => peer,
             Ok(peer) => {
-                shared.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .refused_peers
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!(peer_user = %peer.user, peer_pid = ?peer.pid,
                     "refused IPC connection from another user");
                 return;
             }
             Err(e) => {
-                shared.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .refused_peers
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "refused IPC connection: peer credentials unavailable");
                 return;
             }
         };
         let over_cap = {
             let mut reg = shared.registry();
-            let open = reg.connections_per_user.entry(peer.user.clone()).or_insert(0);
+            let open = reg
+                .connections_per_user
+                .entry(peer.user.clone())
+                .or_insert(0);
             if *open >= shared.config.max_connections_per_user {
                 true
             } else {
@@ -482,7 +493,7 @@ impl Connection {
         let mut shutdown = self.shared.shutdown.subscribe();
         let first = tokio::select! {
             first = tokio::time::timeout(config.handshake_timeout, inbound.recv()) => first,
-            _ = shutdown.wait_for(Option::is_some) => {
+            () = shutting_down(&mut shutdown) => {
                 self.send(outbound, &rejected(RejectCode::ShuttingDown, "the agent is stopping".into()));
                 return None;
             }
@@ -498,7 +509,10 @@ impl Connection {
                 self.protocol_error("first message is not Hello", None);
                 self.send(
                     outbound,
-                    &rejected(RejectCode::BadHello, "the first message must be Hello".into()),
+                    &rejected(
+                        RejectCode::BadHello,
+                        "the first message must be Hello".into(),
+                    ),
                 );
                 return None;
             }
@@ -615,10 +629,8 @@ impl Connection {
                     Some(Inbound::Closed) | None => break CloseReason::PeerClosed,
                 },
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
-                killed = kill.wait_for(Option::is_some) => {
-                    break killed.map_or(CloseReason::Disconnected, |r| r.unwrap_or(CloseReason::Disconnected));
-                }
-                _ = shutdown.wait_for(Option::is_some) => break CloseReason::Shutdown,
+                reason = killed(&mut kill) => break reason,
+                () = shutting_down(&mut shutdown) => break CloseReason::Shutdown,
             }
         };
         requests.abort_all();
@@ -642,7 +654,14 @@ impl Connection {
                 entry.subscriptions = (!kinds.is_empty()).then(|| kinds.clone());
             }
             drop(reg);
-            self.reply(info, outbound, ServerMsg::Reply { re: id, reply: Reply::Ack });
+            self.reply(
+                info,
+                outbound,
+                ServerMsg::Reply {
+                    re: id,
+                    reply: Reply::Ack,
+                },
+            );
             return;
         }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -679,7 +698,10 @@ fn reply_to(shared: &Shared, info: &SessionInfo, outbound: &mpsc::Sender<Frame>,
                 _ => return,
             };
             let error = RemoteError::new(ErrorCode::Internal, "reply too large for one frame");
-            match encode_frame(&ServerMsg::Error { re, error }, shared.config.read_limits.max_len) {
+            match encode_frame(
+                &ServerMsg::Error { re, error },
+                shared.config.read_limits.max_len,
+            ) {
                 Ok(frame) => frame,
                 Err(_) => return,
             }
@@ -750,7 +772,10 @@ impl ServerHandle {
     /// # Errors
     /// As [`ServerHandle::send`].
     pub fn send_event(&self, session: SessionId, event: &Event) -> Result<(), PushError> {
-        self.send(session, &event_msg(event.kind().code(), IscEvent::from_event(event)))
+        self.send(
+            session,
+            &event_msg(event.kind().code(), IscEvent::from_event(event)),
+        )
     }
 
     /// Sends an ISCDesk-shaped event to every session that subscribes to `kind` and for which
@@ -832,6 +857,27 @@ impl ServerHandle {
             slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
             sessions: u64::try_from(sessions).unwrap_or(u64::MAX),
         }
+    }
+}
+
+/// Resolves once shutdown is requested. (The watch guard must not live across the select, it is
+/// not `Send`.)
+async fn shutting_down(rx: &mut watch::Receiver<Option<String>>) {
+    let gone = rx.wait_for(Option::is_some).await.is_err();
+    if gone {
+        // The sender lives as long as the server; without it there is nothing to wait for.
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn killed(rx: &mut watch::Receiver<Option<CloseReason>>) -> CloseReason {
+    let reason = rx
+        .wait_for(Option::is_some)
+        .await
+        .map(|reason| reason.unwrap_or(CloseReason::Disconnected));
+    match reason {
+        Ok(reason) => reason,
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -61,7 +61,10 @@ async fn hello_welcome_requests_and_events_round_trip() {
         message: None,
     };
     server.handle.send_event(session, &verify).unwrap();
-    let got = tokio::time::timeout(IO_BOUND, events.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(IO_BOUND, events.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.kind(), Some(EventKind::LicenseVerify));
     assert_eq!(got.payload.operate, "LicenseVerify");
     assert_eq!(got.event().unwrap(), verify);
@@ -72,14 +75,22 @@ async fn hello_welcome_requests_and_events_round_trip() {
         .broadcast_event(&blocked, |s| s.app.product_id == "foocad")
         .unwrap();
     assert_eq!(sent, 1);
-    let got = tokio::time::timeout(IO_BOUND, events.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(IO_BOUND, events.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.kind(), Some(EventKind::LicenseState));
     assert_eq!(client.snapshot().products[0].state, LicenseState::Blocked);
     assert!(!client.snapshot().may_check_out("foocad", "solver"));
 
     // Unsubscribed kinds are not broadcast to this session.
     assert_eq!(
-        client.call(Call::Subscribe { kinds: vec![EventKind::Update.code()] }).await.unwrap(),
+        client
+            .call(Call::Subscribe {
+                kinds: vec![EventKind::Update.code()]
+            })
+            .await
+            .unwrap(),
         Reply::Ack
     );
     let sent = server
@@ -145,7 +156,9 @@ async fn bad_frames_close_only_their_connection() {
         .await
         .unwrap();
 
-    let oversized = (tessera_ipc::MAX_FRAME_LEN as u32 + 1).to_be_bytes().to_vec();
+    let oversized = (tessera_ipc::MAX_FRAME_LEN as u32 + 1)
+        .to_be_bytes()
+        .to_vec();
     let mut malformed = 9u32.to_be_bytes().to_vec();
     malformed.extend_from_slice(b"{not json");
     let mut wrong_shape = 13u32.to_be_bytes().to_vec();
@@ -160,8 +173,16 @@ async fn bad_frames_close_only_their_connection() {
         assert!(matches!(welcome, ServerMsg::Welcome(_)), "{name}");
         stream.write_all(&bytes).await.unwrap();
         assert_closed_by_server(&mut stream).await;
-        assert_eq!(server.handle.stats().protocol_errors, i as u64 + 1, "{name}");
-        assert_eq!(good.status().await.unwrap().products.len(), 1, "after {name}");
+        assert_eq!(
+            server.handle.stats().protocol_errors,
+            i as u64 + 1,
+            "{name}"
+        );
+        assert_eq!(
+            good.status().await.unwrap().products.len(),
+            1,
+            "after {name}"
+        );
     }
 
     // Truncated: half a frame, then the peer closes its side.
@@ -230,7 +251,13 @@ async fn connections_per_user_are_capped() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ClientError::Rejected { code: RejectCode::TooManyConnections, .. }),
+        matches!(
+            err,
+            ClientError::Rejected {
+                code: RejectCode::TooManyConnections,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(server.handle.stats().refused_over_cap, 1);
@@ -375,13 +402,22 @@ async fn requests_time_out_and_goodbye_ends_the_session() {
 #[tokio::test]
 async fn single_instance_probe_and_bind() {
     let (_dir, endpoint) = temp_endpoint();
-    assert_eq!(probe_existing(&endpoint).await.unwrap(), ProbeOutcome::Absent);
+    assert_eq!(
+        probe_existing(&endpoint).await.unwrap(),
+        ProbeOutcome::Absent
+    );
     let server = start(&endpoint, TestAgent::new(), fast_config()).await;
-    assert_eq!(probe_existing(&endpoint).await.unwrap(), ProbeOutcome::Alive);
+    assert_eq!(
+        probe_existing(&endpoint).await.unwrap(),
+        ProbeOutcome::Alive
+    );
     let second = IpcServer::bind(&endpoint, fast_config()).await;
     assert!(matches!(second, Err(EndpointError::AlreadyRunning(_))));
     server.stop().await;
-    assert_eq!(probe_existing(&endpoint).await.unwrap(), ProbeOutcome::Absent);
+    assert_eq!(
+        probe_existing(&endpoint).await.unwrap(),
+        ProbeOutcome::Absent
+    );
 
     // A socket left by a crashed agent is replaced.
     let stale = std::os::unix::net::UnixListener::bind(endpoint.path()).unwrap();

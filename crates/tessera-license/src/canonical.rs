@@ -187,6 +187,8 @@ mod tests {
         assert!(matches!(to_vec(&json!({"x": 1.5})), Err(CanonicalError::NotAnInteger(_))));
         assert!(matches!(parse(b"{\"x\":1e3}"), Err(NotCanonical::Content(_))));
         assert!(matches!(parse(b"[18446744073709551616]"), Err(NotCanonical::Content(_))));
+        // serde_json reads -0 as a float.
+        assert!(matches!(parse(b"[-0]"), Err(NotCanonical::Content(_))));
     }
 
     #[test]
@@ -197,7 +199,6 @@ mod tests {
             (br#"{"a":1,"a":1}"#, 6),         // duplicate key (the parser keeps one)
             (br#"{"a":"\u0041"}"#, 6),        // needless escape
             (br#"{"a":"\/"}"#, 6),            // escaped solidus
-            (br#"{"a":-0}"#, 5),              // negative zero
             (br#"{"a":1} "#, 7),              // trailing whitespace
             (br#"{"a":"\u001F"}"#, 11),       // upper-case hex escape
         ];

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
-use tessera_fingerprint::{DeviceIdentity, KooGalleryFingerprint, MatchPolicy};
+use tessera_fingerprint::{DeviceIdentity, HardwareId, KooGalleryFingerprint, MatchPolicy};
 use tessera_types::Clock;
 use time::OffsetDateTime;
 
@@ -21,6 +21,24 @@ pub enum LicenseForm {
     String,
 }
 
+/// The parts of a device's identity a License binds to.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRef<'a> {
+    /// The device's KooGallery fingerprint.
+    pub fingerprint: &'a KooGalleryFingerprint,
+    /// The device's hardware id, when known.
+    pub hardware_id: Option<&'a HardwareId>,
+}
+
+impl<'a> From<&'a DeviceIdentity> for DeviceRef<'a> {
+    fn from(identity: &'a DeviceIdentity) -> Self {
+        Self {
+            fingerprint: &identity.fingerprint,
+            hardware_id: Some(&identity.hardware_id),
+        }
+    }
+}
+
 /// What a License is verified against: the product asking, the time, and the device.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyContext<'a> {
@@ -29,7 +47,7 @@ pub struct VerifyContext<'a> {
     /// The current time, from the caller's trusted clock.
     pub now: OffsetDateTime,
     /// This device's identity.
-    pub device: &'a DeviceIdentity,
+    pub device: DeviceRef<'a>,
     /// How tolerant the binding check is (file form only; the string form matches its hash
     /// exactly).
     pub policy: MatchPolicy,
@@ -38,18 +56,18 @@ pub struct VerifyContext<'a> {
 impl<'a> VerifyContext<'a> {
     /// A context at time `now` with the default match policy.
     #[must_use]
-    pub fn new(product_id: &'a str, now: OffsetDateTime, device: &'a DeviceIdentity) -> Self {
+    pub fn new(product_id: &'a str, now: OffsetDateTime, device: impl Into<DeviceRef<'a>>) -> Self {
         Self {
             product_id,
             now,
-            device,
+            device: device.into(),
             policy: MatchPolicy::default(),
         }
     }
 
     /// A context at the time `clock` reads now, with the default match policy.
     #[must_use]
-    pub fn at_clock(product_id: &'a str, clock: &dyn Clock, device: &'a DeviceIdentity) -> Self {
+    pub fn at_clock(product_id: &'a str, clock: &dyn Clock, device: impl Into<DeviceRef<'a>>) -> Self {
         Self::new(product_id, clock.now(), device)
     }
 
@@ -106,7 +124,7 @@ impl SignedLicense {
 
 fn check_binding(
     binding: &Binding,
-    device: &DeviceIdentity,
+    device: DeviceRef<'_>,
     policy: MatchPolicy,
 ) -> Result<(), VerifyError> {
     match binding {
@@ -114,11 +132,11 @@ fn check_binding(
             fingerprint,
             hardware_id,
         } => {
-            // The hardware id, when the License has one, decides: its per-component hashes are
+            // The hardware id, when both sides have one, decides: its per-component hashes are
             // what the tolerant match was designed for. Otherwise the fingerprint string does.
-            let verdict = match hardware_id {
-                Some(licensed) => licensed.matches(&device.hardware_id, policy),
-                None => {
+            let verdict = match (hardware_id, device.hardware_id) {
+                (Some(licensed), Some(here)) => licensed.matches(here, policy),
+                _ => {
                     let licensed = KooGalleryFingerprint::parse(fingerprint).map_err(|_| {
                         VerifyError::BindingMismatch {
                             explanation: "the License's fingerprint is not a KooGallery \
@@ -126,7 +144,7 @@ fn check_binding(
                                 .to_owned(),
                         }
                     })?;
-                    licensed.matches(&device.fingerprint, policy)
+                    licensed.matches(device.fingerprint, policy)
                 }
             };
             if verdict.matched {

@@ -95,7 +95,9 @@ impl Clock for ManualClock {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock").field("now", &self.now()).finish()
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
     }
 }
 
@@ -111,7 +113,10 @@ mod tests {
         clock.advance(Duration::hours(25));
         assert_eq!(shared.now().unix_timestamp(), 1_700_000_000 + 25 * 3600);
         clock.advance(Duration::days(-2));
-        assert_eq!(shared.now().unix_timestamp(), 1_700_000_000 + 3600 - 24 * 3600);
+        assert_eq!(
+            shared.now().unix_timestamp(),
+            1_700_000_000 + 3600 - 24 * 3600
+        );
     }
 
     #[test]

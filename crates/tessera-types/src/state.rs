@@ -119,13 +119,25 @@ pub struct ProductState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// In `Grace`: when the product becomes `Blocked` unless something changes.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deadline: Option<OffsetDateTime>,
     /// When the License or code validity ends; `None` for perpetual or unknown.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<OffsetDateTime>,
     /// Last successful online check or local verification.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_verified_at: Option<OffsetDateTime>,
     /// Licensed features.
     #[serde(default)]
@@ -184,7 +196,8 @@ impl Snapshot {
     #[must_use]
     pub fn may_check_out(&self, product_id: &str, feature: &str) -> bool {
         self.product(product_id).is_some_and(|p| {
-            p.state.allows_new_checkout() && p.feature(feature).is_some_and(FeatureState::has_free_seat)
+            p.state.allows_new_checkout()
+                && p.feature(feature).is_some_and(FeatureState::has_free_seat)
         })
     }
 }
@@ -238,7 +251,10 @@ mod tests {
         let mut snap = Snapshot::empty(t);
         snap.upsert(product("p1", LicenseState::Grace));
         let json = serde_json::to_string(&snap).unwrap();
-        assert!(json.contains("\"taken_at\":\"2027-01-15T08:00:00Z\""), "{json}");
+        assert!(
+            json.contains("\"taken_at\":\"2027-01-15T08:00:00Z\""),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snap);
 
         let newer = json.replace("\"licensed\"", "\"some_future_reason\"");

@@ -78,7 +78,10 @@ impl KooTime {
     /// When the digit count fits neither unit.
     pub fn from_epoch_digits(digits: &str) -> Result<Self, TimeParseError> {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(TimeParseError::new(digits, "an epoch timestamp is all digits"));
+            return Err(TimeParseError::new(
+                digits,
+                "an epoch timestamp is all digits",
+            ));
         }
         match digits.len() {
             9..=11 | 13 => parse_digits(digits, digits),
@@ -442,7 +445,9 @@ fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KooTime>, D::Error
     match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
         Some(Raw::Text(s)) if s.trim().is_empty() => Ok(None),
-        Some(Raw::Text(s)) => KooTime::parse(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::Text(s)) => KooTime::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
         Some(Raw::Number(n)) => KooTime::from_epoch_digits(&n.to_string())
             .map(Some)
             .map_err(serde::de::Error::custom),
@@ -476,7 +481,10 @@ mod tests {
 
     #[test]
     fn milliseconds_and_offsets_are_kept() {
-        assert_eq!(t("20221124023618256"), datetime!(2022-11-24 02:36:18.256 UTC));
+        assert_eq!(
+            t("20221124023618256"),
+            datetime!(2022-11-24 02:36:18.256 UTC)
+        );
         assert_eq!(t("1680508066618"), datetime!(2023-04-03 07:47:46.618 UTC));
         assert_eq!(
             t("2023-10-27 18:30:15 +08:00"),
@@ -513,7 +521,10 @@ mod tests {
             "20231027T103015",
         ] {
             let err = KooTime::parse(bad).unwrap_err();
-            assert!(err.to_string().contains("not a KooGallery time"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("not a KooGallery time"),
+                "{bad}: {err}"
+            );
         }
         let long = "9".repeat(10_000);
         assert!(KooTime::parse(&long).unwrap_err().to_string().len() < 300);

@@ -604,7 +604,10 @@ mod tests {
         });
         assert_eq!(String::from_utf8(req.to_body()).unwrap(), NEW_INSTANCE);
         assert_eq!(serde_json::to_string(&req).unwrap(), NEW_INSTANCE);
-        assert_eq!(CallbackRequest::parse(NEW_INSTANCE.as_bytes()).unwrap(), req);
+        assert_eq!(
+            CallbackRequest::parse(NEW_INSTANCE.as_bytes()).unwrap(),
+            req
+        );
         assert!(req.is_test());
     }
 
@@ -704,7 +707,10 @@ mod tests {
             KooTime::parse("20241027103015").unwrap()
         );
         let out = String::from_utf8(CallbackRequest::GetLicenseAsync(r).to_body()).unwrap();
-        assert!(out.contains(r#""effectiveTime":"2023-10-27 10:30:15 z""#), "{out}");
+        assert!(
+            out.contains(r#""effectiveTime":"2023-10-27 10:30:15 z""#),
+            "{out}"
+        );
     }
 
     #[test]

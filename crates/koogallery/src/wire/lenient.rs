@@ -29,9 +29,7 @@ pub(crate) mod opt_string {
     use super::{Deserializer, StrOrNum};
     use serde::Deserialize;
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<String>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Ok(Option::<Wrapped>::deserialize(d)?.and_then(|w| w.0))
     }
 
@@ -96,9 +94,10 @@ pub(crate) mod opt_uint {
             Some(Raw::Num(n)) => Ok(Some(n)),
             // `2.0` is a quantity written by a JavaScript-ish serialiser; anything fractional is
             // not a count.
-            Some(Raw::Float(f)) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => {
-                format!("{f:.0}").parse().map(Some).map_err(de::Error::custom)
-            }
+            Some(Raw::Float(f)) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => format!("{f:.0}")
+                .parse()
+                .map(Some)
+                .map_err(de::Error::custom),
             Some(Raw::Float(f)) => Err(de::Error::custom(format!(
                 "{f} is not a non-negative whole number"
             ))),
@@ -131,9 +130,9 @@ pub(crate) mod best_effort_time {
         let raw = Option::<serde_json::Value>::deserialize(d)?;
         let parsed = match &raw {
             Some(serde_json::Value::String(s)) => KooTime::parse(s).ok(),
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().and_then(|n| KooTime::from_epoch_digits(&n.to_string()).ok())
-            }
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| KooTime::from_epoch_digits(&n.to_string()).ok()),
             _ => None,
         };
         if parsed.is_none() && raw.as_ref().is_some_and(|v| !v.is_null()) {

@@ -23,8 +23,13 @@ pub struct LicenseApiResponse<T> {
     #[serde(default, deserialize_with = "lenient::nullable_string::deserialize")]
     pub error_msg: String,
     /// The payload, present on success for the APIs that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default = "no_data", skip_serializing_if = "Option::is_none")]
     pub data: Option<T>,
+}
+
+// A path default rather than `#[serde(default)]`, which would demand `T: Default`.
+fn no_data<T>() -> Option<T> {
+    None
 }
 
 impl<T> LicenseApiResponse<T> {

@@ -120,7 +120,12 @@ pub(crate) fn max_len(field: &str, value: &str, max: usize) -> Result<(), FieldE
     Ok(())
 }
 
-pub(crate) fn item_count(field: &str, len: usize, min: usize, max: usize) -> Result<(), FieldError> {
+pub(crate) fn item_count(
+    field: &str,
+    len: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), FieldError> {
     if len < min || len > max {
         return Err(FieldError::new(
             field,

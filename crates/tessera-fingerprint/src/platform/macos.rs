@@ -9,7 +9,12 @@ use crate::identity::{CollectOptions, Collected, read_override};
 use super::macos_parse::{COMMANDS, assemble};
 
 fn run(program: &str, args: &[&str]) -> String {
-    match Command::new(program).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
+    match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         Err(e) => {
             tracing::warn!(program, error = %e, "identity source could not be started");
@@ -19,8 +24,12 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 pub(crate) fn collect_raw(options: &CollectOptions) -> Collected {
-    let outputs: Vec<String> = COMMANDS.iter().map(|(program, args)| run(program, args)).collect();
-    let (components, environment, system) = assemble(&outputs[0], &outputs[1], &outputs[2], &outputs[3]);
+    let outputs: Vec<String> = COMMANDS
+        .iter()
+        .map(|(program, args)| run(program, args))
+        .collect();
+    let (components, environment, system) =
+        assemble(&outputs[0], &outputs[1], &outputs[2], &outputs[3]);
     let path = options.override_path.clone();
     let override_status = read_override(
         &path,

@@ -11,7 +11,10 @@ use crate::report::{ComponentReport, ReadStatus, SystemInfo};
 pub const COMMANDS: [(&str, &[&str]); 4] = [
     ("/usr/sbin/ioreg", &["-rd1", "-c", "IOPlatformExpertDevice"]),
     ("/usr/sbin/networksetup", &["-listallhardwareports"]),
-    ("/usr/sbin/system_profiler", &["SPNVMeDataType", "SPSerialATADataType", "-json"]),
+    (
+        "/usr/sbin/system_profiler",
+        &["SPNVMeDataType", "SPSerialATADataType", "-json"],
+    ),
     (
         "/usr/sbin/sysctl",
         &[
@@ -31,7 +34,13 @@ fn ioreg_value(text: &str, key: &str) -> Option<String> {
     let quoted = format!("\"{key}\"");
     text.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
-        (k.trim() == quoted).then(|| v.trim().trim_start_matches('<').trim_end_matches('>').trim_matches('"').to_owned())
+        (k.trim() == quoted).then(|| {
+            v.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim_matches('"')
+                .to_owned()
+        })
     })
 }
 
@@ -48,22 +57,40 @@ fn mac(raw: &str) -> Option<String> {
         .split(':')
         .map(|o| u8::from_str_radix(o, 16).ok())
         .collect::<Option<_>>()?;
-    (octets.len() == 6 && octets.iter().any(|&o| o != 0) && octets[0] & 1 == 0)
-        .then(|| octets.iter().map(|o| format!("{o:02X}")).collect::<Vec<_>>().join(":"))
+    (octets.len() == 6 && octets.iter().any(|&o| o != 0) && octets[0] & 1 == 0).then(|| {
+        octets
+            .iter()
+            .map(|o| format!("{o:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    })
 }
 
 fn hardware_ports(text: &str) -> Vec<ComponentReport> {
     let mut out = Vec::new();
     for block in text.split("\n\n") {
-        let get = |key: &str| block.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+        let get = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+        };
         let (Some(port), Some(device)) = (get("Hardware Port:"), get("Device:")) else {
             continue;
         };
         let source = format!("networksetup: {port} ({device})");
         let lower = port.to_ascii_lowercase();
-        let excluded = ["bridge", "usb", "iphone", "bluetooth", "thunderbolt", "vpn", "tether"]
-            .iter()
-            .find(|w| lower.contains(**w));
+        let excluded = [
+            "bridge",
+            "usb",
+            "iphone",
+            "bluetooth",
+            "thunderbolt",
+            "vpn",
+            "tether",
+        ]
+        .iter()
+        .find(|w| lower.contains(**w));
         let report = if let Some(word) = excluded {
             let why = match *word {
                 "usb" | "iphone" | "tether" => "USB or tethered adapter (moves between machines)",
@@ -76,7 +103,12 @@ fn hardware_ports(text: &str) -> Vec<ComponentReport> {
             // networksetup shows the hardware address, never Wi-Fi's private per-network one.
             match get("Ethernet Address:").and_then(mac) {
                 Some(m) => ComponentReport::used(ComponentKind::Mac, source, m),
-                None => ComponentReport::not_used(ComponentKind::Mac, source, ReadStatus::Unreadable, "no hardware address"),
+                None => ComponentReport::not_used(
+                    ComponentKind::Mac,
+                    source,
+                    ReadStatus::Unreadable,
+                    "no hardware address",
+                ),
             }
         };
         out.push(report);
@@ -95,9 +127,19 @@ fn disks(json: &str) -> Vec<ComponentReport> {
                     let yes = |k: &str| map.get(k).and_then(|x| x.as_str()) == Some("yes");
                     let serial = serial.trim();
                     out.push(if yes("removable_media") || yes("detachable_drive") {
-                        ComponentReport::not_used(ComponentKind::Disk, source, ReadStatus::Excluded, "removable or external")
+                        ComponentReport::not_used(
+                            ComponentKind::Disk,
+                            source,
+                            ReadStatus::Excluded,
+                            "removable or external",
+                        )
                     } else if serial.is_empty() {
-                        ComponentReport::not_used(ComponentKind::Disk, source, ReadStatus::Unreadable, "empty serial")
+                        ComponentReport::not_used(
+                            ComponentKind::Disk,
+                            source,
+                            ReadStatus::Unreadable,
+                            "empty serial",
+                        )
                     } else {
                         ComponentReport::used(ComponentKind::Disk, source, serial.to_owned())
                     });
@@ -124,7 +166,10 @@ fn disks(json: &str) -> Vec<ComponentReport> {
 /// `sysctl` exposes), on Apple silicon the CPU family code.
 fn cpu_id(sysctl: &str) -> ComponentReport {
     let num = |k: &str| sysctl_value(sysctl, k).and_then(|v| v.parse::<u64>().ok());
-    if let (Some(eax), Some(features)) = (num("machdep.cpu.signature"), num("machdep.cpu.feature_bits")) {
+    if let (Some(eax), Some(features)) = (
+        num("machdep.cpu.signature"),
+        num("machdep.cpu.feature_bits"),
+    ) {
         // xnu keeps ECX in the high half and EDX in the low half.
         let edx = features & 0xFFFF_FFFF;
         return ComponentReport::used(
@@ -139,16 +184,31 @@ fn cpu_id(sysctl: &str) -> ComponentReport {
             "sysctl hw.cpufamily",
             format!("{:08X}", family & 0xFFFF_FFFF),
         ),
-        None => ComponentReport::not_used(ComponentKind::CpuId, "sysctl", ReadStatus::Unreadable, "no CPU id fields"),
+        None => ComponentReport::not_used(
+            ComponentKind::CpuId,
+            "sysctl",
+            ReadStatus::Unreadable,
+            "no CPU id fields",
+        ),
     }
 }
 
 /// Components, environment and descriptive facts from the four command outputs.
 #[must_use]
-pub fn assemble(ioreg: &str, ports: &str, profiler: &str, sysctl: &str) -> (Vec<ComponentReport>, Environment, SystemInfo) {
+pub fn assemble(
+    ioreg: &str,
+    ports: &str,
+    profiler: &str,
+    sysctl: &str,
+) -> (Vec<ComponentReport>, Environment, SystemInfo) {
     let from_ioreg = |kind, key: &str| match ioreg_value(ioreg, key).filter(|v| !v.is_empty()) {
         Some(v) => ComponentReport::used(kind, format!("ioreg IOPlatformExpertDevice {key}"), v),
-        None => ComponentReport::not_used(kind, format!("ioreg IOPlatformExpertDevice {key}"), ReadStatus::Absent, "not reported"),
+        None => ComponentReport::not_used(
+            kind,
+            format!("ioreg IOPlatformExpertDevice {key}"),
+            ReadStatus::Absent,
+            "not reported",
+        ),
     };
     let mut components = vec![
         ComponentReport::not_used(
@@ -171,19 +231,34 @@ pub fn assemble(ioreg: &str, ports: &str, profiler: &str, sysctl: &str) -> (Vec<
         .find(|h| model.contains(**h))
         .map(|h| {
             evidence.push(format!("ioreg model is {model:?}"));
-            if *h == "VirtualMac" { "Apple Virtualization".to_owned() } else { (*h).to_owned() }
+            if *h == "VirtualMac" {
+                "Apple Virtualization".to_owned()
+            } else {
+                (*h).to_owned()
+            }
         });
     if sysctl_value(sysctl, "kern.hv_vmm_present") == Some("1") {
         evidence.push("sysctl kern.hv_vmm_present is 1".to_owned());
         hypervisor.get_or_insert_with(|| "unnamed hypervisor".to_owned());
     }
-    let kind = if hypervisor.is_some() { EnvironmentKind::VirtualMachine } else { EnvironmentKind::BareMetal };
+    let kind = if hypervisor.is_some() {
+        EnvironmentKind::VirtualMachine
+    } else {
+        EnvironmentKind::BareMetal
+    };
     let warnings = if hypervisor.is_some() {
         vec!["cloned macOS virtual machines share their serial unless the hypervisor assigns a new one".to_owned()]
     } else {
         Vec::new()
     };
-    let environment = Environment { kind, hypervisor, container_runtime: None, container_id: None, evidence, warnings };
+    let environment = Environment {
+        kind,
+        hypervisor,
+        container_runtime: None,
+        container_id: None,
+        evidence,
+        warnings,
+    };
     let system = SystemInfo {
         cpu_brand: sysctl_value(sysctl, "machdep.cpu.brand_string").map(str::to_owned),
         host_name: sysctl_value(sysctl, "kern.hostname").map(str::to_owned),
@@ -219,12 +294,23 @@ mod tests {
     #[test]
     fn apple_silicon_laptop() {
         let (c, env, sys) = assemble(IOREG, PORTS, PROFILER, SYSCTL);
-        let used = |k| c.iter().filter(|r| r.kind == k && r.is_used()).map(|r| r.value.clone().unwrap()).collect::<Vec<_>>();
-        assert_eq!(used(ComponentKind::ProductUuid), ["8F2C1A52-9B3D-5E4F-A1B2-C3D4E5F60718"]);
+        let used = |k| {
+            c.iter()
+                .filter(|r| r.kind == k && r.is_used())
+                .map(|r| r.value.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            used(ComponentKind::ProductUuid),
+            ["8F2C1A52-9B3D-5E4F-A1B2-C3D4E5F60718"]
+        );
         assert_eq!(used(ComponentKind::BoardSerial), ["C02G31ABMD6R"]);
         assert_eq!(used(ComponentKind::CpuId), ["1B588BB3"]);
         assert_eq!(used(ComponentKind::Disk), ["0ba01234a5b6c7d8"]);
-        assert_eq!(used(ComponentKind::Mac), ["3A:5F:11:22:33:44", "F0:18:98:12:34:56"]);
+        assert_eq!(
+            used(ComponentKind::Mac),
+            ["3A:5F:11:22:33:44", "F0:18:98:12:34:56"]
+        );
         assert_eq!(env.kind, EnvironmentKind::BareMetal);
         assert_eq!(sys.cpu_brand.as_deref(), Some("Apple M1 Pro"));
     }

@@ -17,7 +17,14 @@ const CREATE_NO_WINDOW: u32 = 0x0800_0000;
 
 pub(crate) fn collect_raw(options: &CollectOptions) -> Collected {
     let output = Command::new("powershell.exe")
-        .args(["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", INVENTORY_SCRIPT])
+        .args([
+            "-NoProfile",
+            "-NonInteractive",
+            "-ExecutionPolicy",
+            "Bypass",
+            "-Command",
+            INVENTORY_SCRIPT,
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .creation_flags(CREATE_NO_WINDOW)
@@ -31,7 +38,12 @@ pub(crate) fn collect_raw(options: &CollectOptions) -> Collected {
         tracing::warn!(%why, "no Windows inventory");
         let components = ComponentKind::ALL
             .iter()
-            .filter(|k| !matches!(k, ComponentKind::ContainerInstance | ComponentKind::OverrideId))
+            .filter(|k| {
+                !matches!(
+                    k,
+                    ComponentKind::ContainerInstance | ComponentKind::OverrideId
+                )
+            })
             .map(|k| ComponentReport::not_used(*k, "WMI/CIM", ReadStatus::Unreadable, why.clone()))
             .collect();
         let environment = Environment {

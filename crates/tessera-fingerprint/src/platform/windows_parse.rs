@@ -101,7 +101,11 @@ where
 /// `047C165EE35D` or `04-7C-16-5E-E3-5D` → `04:7C:16:5E:E3:5D`; `None` when not a unicast MAC.
 fn windows_mac(raw: &str) -> Option<String> {
     let hex: String = raw.chars().filter(char::is_ascii_hexdigit).collect();
-    if hex.len() != 12 || raw.chars().any(|c| !(c.is_ascii_hexdigit() || c == '-' || c == ':')) {
+    if hex.len() != 12
+        || raw
+            .chars()
+            .any(|c| !(c.is_ascii_hexdigit() || c == '-' || c == ':'))
+    {
         return None;
     }
     let first = u8::from_str_radix(&hex[..2], 16).ok()?;
@@ -120,28 +124,57 @@ fn windows_mac(raw: &str) -> Option<String> {
 fn single(kind: ComponentKind, source: &str, value: Option<&String>) -> ComponentReport {
     match value.map(|v| v.trim()).filter(|v| !v.is_empty()) {
         Some(v) if !is_placeholder(v) => ComponentReport::used(kind, source, v.to_owned()),
-        Some(_) => ComponentReport::not_used(kind, source, ReadStatus::Unreadable, "placeholder value"),
+        Some(_) => {
+            ComponentReport::not_used(kind, source, ReadStatus::Unreadable, "placeholder value")
+        }
         None => ComponentReport::not_used(kind, source, ReadStatus::Absent, "not reported"),
     }
 }
 
 fn is_placeholder(v: &str) -> bool {
     let u = v.to_ascii_uppercase();
-    u.chars().all(|c| c == '0' || c == 'F' || c == '-' || c == ' ')
-        || ["TO BE FILLED BY O.E.M.", "DEFAULT STRING", "NONE", "N/A", "NOT SPECIFIED"].contains(&u.as_str())
+    u.chars()
+        .all(|c| c == '0' || c == 'F' || c == '-' || c == ' ')
+        || [
+            "TO BE FILLED BY O.E.M.",
+            "DEFAULT STRING",
+            "NONE",
+            "N/A",
+            "NOT SPECIFIED",
+        ]
+        .contains(&u.as_str())
 }
 
 /// The parsed inventory: components, environment and descriptive facts.
 ///
 /// # Errors
 /// When the text is not the JSON [`INVENTORY_SCRIPT`] prints.
-pub fn parse_inventory(json: &str) -> Result<(Vec<ComponentReport>, Environment, SystemInfo), String> {
-    let inv: Inventory = serde_json::from_str(json).map_err(|e| format!("inventory is not the expected JSON: {e}"))?;
+pub fn parse_inventory(
+    json: &str,
+) -> Result<(Vec<ComponentReport>, Environment, SystemInfo), String> {
+    let inv: Inventory = serde_json::from_str(json)
+        .map_err(|e| format!("inventory is not the expected JSON: {e}"))?;
     let mut out = vec![
-        single(ComponentKind::MachineId, r"HKLM\SOFTWARE\Microsoft\Cryptography\MachineGuid", inv.machine_guid.as_ref()),
-        single(ComponentKind::ProductUuid, "Win32_ComputerSystemProduct.UUID", inv.uuid.as_ref()),
-        single(ComponentKind::BoardSerial, "Win32_BaseBoard.SerialNumber", inv.board.as_ref()),
-        single(ComponentKind::CpuId, "Win32_Processor.ProcessorId", inv.cpu.as_ref()),
+        single(
+            ComponentKind::MachineId,
+            r"HKLM\SOFTWARE\Microsoft\Cryptography\MachineGuid",
+            inv.machine_guid.as_ref(),
+        ),
+        single(
+            ComponentKind::ProductUuid,
+            "Win32_ComputerSystemProduct.UUID",
+            inv.uuid.as_ref(),
+        ),
+        single(
+            ComponentKind::BoardSerial,
+            "Win32_BaseBoard.SerialNumber",
+            inv.board.as_ref(),
+        ),
+        single(
+            ComponentKind::CpuId,
+            "Win32_Processor.ProcessorId",
+            inv.cpu.as_ref(),
+        ),
     ];
     for disk in &inv.disks {
         let source = format!(
@@ -151,9 +184,19 @@ pub fn parse_inventory(json: &str) -> Result<(Vec<ComponentReport>, Environment,
         let interface = disk.interface.as_deref().unwrap_or_default();
         let media = disk.media.as_deref().unwrap_or_default();
         let report = if interface.eq_ignore_ascii_case("USB") {
-            ComponentReport::not_used(ComponentKind::Disk, source, ReadStatus::Excluded, "USB-attached (external disks move between machines)")
+            ComponentReport::not_used(
+                ComponentKind::Disk,
+                source,
+                ReadStatus::Excluded,
+                "USB-attached (external disks move between machines)",
+            )
         } else if !media.is_empty() && !media.starts_with("Fixed") {
-            ComponentReport::not_used(ComponentKind::Disk, source, ReadStatus::Excluded, format!("removable media ({media})"))
+            ComponentReport::not_used(
+                ComponentKind::Disk,
+                source,
+                ReadStatus::Excluded,
+                format!("removable media ({media})"),
+            )
         } else {
             // Kept exactly as Windows reports it, trailing '.' included (PROTOCOL.md §4.4).
             single(ComponentKind::Disk, &source, disk.serial.as_ref())
@@ -166,20 +209,32 @@ pub fn parse_inventory(json: &str) -> Result<(Vec<ComponentReport>, Environment,
             "Get-NetAdapter -Physical: {name} ({})",
             adapter.description.as_deref().unwrap_or_default()
         );
-        let pnp = adapter.pnp_id.as_deref().unwrap_or_default().to_ascii_uppercase();
+        let pnp = adapter
+            .pnp_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         // -Physical still lists USB dongles, dock adapters and Bluetooth PAN.
         let report = if !(pnp.starts_with("PCI\\") || pnp.starts_with("VMBUS\\")) {
             let why = if pnp.starts_with("USB") {
                 "USB adapter (dongles and dock adapters move between machines)".to_owned()
             } else {
-                format!("not on the PCI bus ({})", pnp.split('\\').next().unwrap_or("unknown"))
+                format!(
+                    "not on the PCI bus ({})",
+                    pnp.split('\\').next().unwrap_or("unknown")
+                )
             };
             ComponentReport::not_used(ComponentKind::Mac, source, ReadStatus::Excluded, why)
         } else {
             // PermanentAddress is the burned-in one; MacAddress may be randomised (Wi-Fi).
             match adapter.permanent_address.as_deref().and_then(windows_mac) {
                 Some(mac) => ComponentReport::used(ComponentKind::Mac, source, mac),
-                None => ComponentReport::not_used(ComponentKind::Mac, source, ReadStatus::Unreadable, "no permanent address reported"),
+                None => ComponentReport::not_used(
+                    ComponentKind::Mac,
+                    source,
+                    ReadStatus::Unreadable,
+                    "no permanent address reported",
+                ),
             }
         };
         out.push(report);
@@ -226,9 +281,15 @@ pub fn parse_inventory(json: &str) -> Result<(Vec<ComponentReport>, Environment,
     };
     let mut warnings = Vec::new();
     if container {
-        warnings.push("in a Windows container the hardware is the host's: install a signed override id file".to_owned());
+        warnings.push(
+            "in a Windows container the hardware is the host's: install a signed override id file"
+                .to_owned(),
+        );
     } else if hypervisor.is_some() {
-        warnings.push("cloned images share MachineGuid unless sysprep'd; the VM's UUID tells clones apart".to_owned());
+        warnings.push(
+            "cloned images share MachineGuid unless sysprep'd; the VM's UUID tells clones apart"
+                .to_owned(),
+        );
     }
     let environment = Environment {
         kind,
@@ -273,13 +334,22 @@ mod tests {
                 .map(|c| c.value.clone().unwrap())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(used(ComponentKind::Mac), ["04:7C:16:5E:E3:5D", "A4:C3:F0:11:22:33"]);
+        assert_eq!(
+            used(ComponentKind::Mac),
+            ["04:7C:16:5E:E3:5D", "A4:C3:F0:11:22:33"]
+        );
         assert_eq!(used(ComponentKind::Disk), ["0025_3889_21B2_C3D4."]);
-        assert_eq!(used(ComponentKind::BoardSerial), ["/7XK2PX3/CNWS20023K00JY/"]);
+        assert_eq!(
+            used(ComponentKind::BoardSerial),
+            ["/7XK2PX3/CNWS20023K00JY/"]
+        );
         assert_eq!(used(ComponentKind::CpuId), ["BFEBFBFF00090672"]);
         assert_eq!(env.kind, EnvironmentKind::BareMetal);
         assert_eq!(system.host_name.as_deref(), Some("CAD-WS-07"));
-        let excluded = components.iter().filter(|c| c.status == ReadStatus::Excluded).count();
+        let excluded = components
+            .iter()
+            .filter(|c| c.status == ReadStatus::Excluded)
+            .count();
         assert_eq!(excluded, 3, "USB NIC, Bluetooth PAN, USB stick");
     }
 
@@ -288,10 +358,16 @@ mod tests {
         let json = r#"{"adapters":{"Name":"Ethernet","PermanentAddress":"00155D010203","PnPDeviceID":"VMBUS\\{f8615163}"},
             "disks":null,"board":"None","cpu":"","manufacturer":"Microsoft Corporation","model":"Virtual Machine","hypervisorPresent":true}"#;
         let (components, env, _) = parse_inventory(json).unwrap();
-        assert!(components.iter().any(|c| c.kind == ComponentKind::Mac && c.value.as_deref() == Some("00:15:5D:01:02:03")));
+        assert!(components.iter().any(
+            |c| c.kind == ComponentKind::Mac && c.value.as_deref() == Some("00:15:5D:01:02:03")
+        ));
         assert_eq!(env.kind, EnvironmentKind::VirtualMachine);
         assert_eq!(env.hypervisor.as_deref(), Some("Hyper-V"));
-        assert!(components.iter().all(|c| c.kind != ComponentKind::BoardSerial || !c.is_used()));
+        assert!(
+            components
+                .iter()
+                .all(|c| c.kind != ComponentKind::BoardSerial || !c.is_used())
+        );
         assert!(parse_inventory("garbage").is_err());
     }
 }

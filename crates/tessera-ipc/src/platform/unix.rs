@@ -254,14 +254,20 @@ mod tests {
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(
             prepare_dir(&open),
-            Err(EndpointError::InsecureDir { why: "other users can write to it", .. })
+            Err(EndpointError::InsecureDir {
+                why: "other users can write to it",
+                ..
+            })
         ));
 
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(matches!(
             prepare_dir(&link),
-            Err(EndpointError::InsecureDir { why: "it is a symbolic link", .. })
+            Err(EndpointError::InsecureDir {
+                why: "it is a symbolic link",
+                ..
+            })
         ));
     }
 
@@ -278,7 +284,10 @@ mod tests {
         assert!(!sock.exists());
 
         fs::write(&sock, b"not a socket").unwrap();
-        assert!(matches!(probe(&sock).await, Err(EndpointError::NotASocket(_))));
+        assert!(matches!(
+            probe(&sock).await,
+            Err(EndpointError::NotASocket(_))
+        ));
         assert!(sock.exists());
     }
 

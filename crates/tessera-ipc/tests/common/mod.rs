@@ -107,7 +107,10 @@ impl SessionHandler for TestAgent {
             Call::Release { .. } => Ok(Reply::Ack),
             // Never answers: lets tests see the client's request timeout.
             Call::Fingerprint => std::future::pending().await,
-            _ => Err(RemoteError::new(ErrorCode::Unsupported, "not in this test agent")),
+            _ => Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                "not in this test agent",
+            )),
         }
     }
 

@@ -1,0 +1,2 @@
+//! Benchmarks of the SDK (filled in below).
+fn main() {}
