@@ -327,9 +327,7 @@ impl MarketError {
             Self::InvalidRequest(_) | Self::BodyTooLarge { .. } | Self::MissingData => false,
             Self::Transport { .. } => true,
             Self::Api { code, status, .. } => code.retryable(*status),
-            Self::Http { status, .. } | Self::Malformed { status, .. } => {
-                status_retryable(*status)
-            }
+            Self::Http { status, .. } | Self::Malformed { status, .. } => status_retryable(*status),
         }
     }
 
@@ -364,9 +362,9 @@ impl MarketError {
     #[must_use]
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Api { status, .. } | Self::Http { status, .. } | Self::Malformed { status, .. } => {
-                Some(*status)
-            }
+            Self::Api { status, .. }
+            | Self::Http { status, .. }
+            | Self::Malformed { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -503,18 +501,29 @@ pub struct FormPart<'a> {
 pub fn encode_multipart(boundary: &str, parts: &[FormPart<'_>]) -> RequestBody {
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if matches!(c, '"' | '\r' | '\n') { '_' } else { c })
+            .map(|c| {
+                if matches!(c, '"' | '\r' | '\n') {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect()
     };
     let mut bytes = Vec::new();
     for part in parts {
         bytes.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", clean(part.name));
+        let mut disposition = format!(
+            "Content-Disposition: form-data; name=\"{}\"",
+            clean(part.name)
+        );
         if let Some(f) = part.file_name {
             disposition.push_str(&format!("; filename=\"{}\"", clean(f)));
         }
         bytes.extend_from_slice(disposition.as_bytes());
-        bytes.extend_from_slice(format!("\r\nContent-Type: {}\r\n\r\n", part.content_type).as_bytes());
+        bytes.extend_from_slice(
+            format!("\r\nContent-Type: {}\r\n\r\n", part.content_type).as_bytes(),
+        );
         bytes.extend_from_slice(part.bytes);
         bytes.extend_from_slice(b"\r\n");
     }
@@ -820,7 +829,14 @@ impl MarketClient {
         content_type: &str,
     ) -> Result<(RawAnswer, ServedBy), MarketError> {
         let primary = self
-            .send_to(&self.config.primary, method, path, query, body, content_type)
+            .send_to(
+                &self.config.primary,
+                method,
+                path,
+                query,
+                body,
+                content_type,
+            )
             .await;
         let Some(fallback) = &self.config.fallback else {
             return primary.map(|a| (a, ServedBy::Primary));
@@ -891,7 +907,11 @@ impl MarketClient {
         let mut response = request.body(payload).send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers();
-        let header_text = |name| headers.get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok());
+        let header_text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+        };
         let server_date = header_text(reqwest::header::DATE).and_then(parse_http_date);
         let retry_after = header_text(reqwest::header::RETRY_AFTER).and_then(RetryAfter::parse);
         let limit = self.config.max_response_body;
@@ -959,12 +979,21 @@ mod tests {
 
     #[test]
     fn success_needs_both_the_code_and_a_2xx_status() {
-        let ok = interpret(&answer(200, r#"{"error_code":"92020000","error_msg":"success"}"#));
+        let ok = interpret(&answer(
+            200,
+            r#"{"error_code":"92020000","error_msg":"success"}"#,
+        ));
         assert!(ok.is_ok());
-        let order = interpret(&answer(200, r#"{"resultCode":"MKT.0000","resultMsg":"ok"}"#));
+        let order = interpret(&answer(
+            200,
+            r#"{"resultCode":"MKT.0000","resultMsg":"ok"}"#,
+        ));
         assert!(order.is_ok());
-        let odd = interpret(&answer(500, r#"{"error_code":"92020000","error_msg":"success"}"#))
-            .unwrap_err();
+        let odd = interpret(&answer(
+            500,
+            r#"{"error_code":"92020000","error_msg":"success"}"#,
+        ))
+        .unwrap_err();
         assert!(matches!(odd, MarketError::Api { status: 500, .. }));
     }
 
@@ -1016,8 +1045,8 @@ mod tests {
         assert_eq!(limited.code(), Some(&ApiCode::Mkt(MktCode::RateLimited)));
         assert!(limited.is_retryable());
         assert_eq!(limited.retry_after(), Some(RetryAfter::Seconds(120)));
-        let unknown = interpret(&answer(200, r#"{"error_code":"99999999","error_msg":"?"}"#))
-            .unwrap_err();
+        let unknown =
+            interpret(&answer(200, r#"{"error_code":"99999999","error_msg":"?"}"#)).unwrap_err();
         assert_eq!(unknown.code(), Some(&ApiCode::Unknown("99999999".into())));
         assert!(!unknown.is_retryable());
     }
@@ -1043,7 +1072,10 @@ mod tests {
             r#"{"error_code":"92020002","error_msg":"invalid param","data":{"check_fail_list":[{"license":"PL1"}]}}"#,
         ))
         .unwrap_err();
-        let MarketError::Api { data: Some(data), .. } = e else {
+        let MarketError::Api {
+            data: Some(data), ..
+        } = e
+        else {
             panic!("expected data");
         };
         assert_eq!(data["check_fail_list"][0]["license"], "PL1");
@@ -1052,11 +1084,13 @@ mod tests {
     #[test]
     fn data_is_required_only_where_documented() {
         let v = serde_json::json!({"error_code":"92020000","error_msg":"success"});
-        let resp = |data| MarketResponse {
-            data,
-            server_date: None,
-            served_by: ServedBy::Primary,
-        };
+        fn resp<T>(data: T) -> MarketResponse<T> {
+            MarketResponse {
+                data,
+                server_date: None,
+                served_by: ServedBy::Primary,
+            }
+        }
         let absent = take_data::<ActivateData>(&v, 200).unwrap();
         assert!(matches!(
             required_data(resp(absent)),
@@ -1133,7 +1167,11 @@ mod tests {
         let RequestBody::Multipart { bytes, .. } = tricky else {
             panic!("multipart expected");
         };
-        assert!(String::from_utf8(bytes).unwrap().contains("filename=\"a_b__.lic\""));
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .contains("filename=\"a_b__.lic\"")
+        );
     }
 
     fn config() -> MarketConfig {
@@ -1186,7 +1224,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, MarketError::InvalidRequest(_)), "{err:?}");
-        let err = client.upload_license_string("../evt", "x").await.unwrap_err();
+        let err = client
+            .upload_license_string("../evt", "x")
+            .await
+            .unwrap_err();
         assert!(matches!(err, MarketError::InvalidRequest(_)), "{err:?}");
     }
 
@@ -1206,6 +1247,9 @@ mod tests {
             .unwrap_err();
         assert!(err.is_retryable());
         // The fallback was tried after the primary's connection failure.
-        assert!(matches!(&err, MarketError::Transport { host, .. } if host == "127.0.0.1:19"), "{err:?}");
+        assert!(
+            matches!(&err, MarketError::Transport { host, .. } if host == "127.0.0.1:19"),
+            "{err:?}"
+        );
     }
 }

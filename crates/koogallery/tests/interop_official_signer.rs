@@ -44,9 +44,53 @@ struct Official {
 /// Characters that stress the encoder: RFC 3986 reserved and unreserved, space, percent, plus,
 /// and multi-byte UTF-8.
 const ATOMS: &[&str] = &[
-    "a", "Z", "0", "9", "-", "_", ".", "~", " ", "+", "=", "&", "?", "#", "/", "%", "%20", "%2F",
-    "@", ":", ";", ",", "!", "*", "'", "(", ")", "$", "[", "]", "\"", "<", ">", "^", "`", "{", "|",
-    "}", "é", "测试", "ß", "😀", "\u{a0}", "%E6%B5%8B", "%zz", "MOCK", "order",
+    "a",
+    "Z",
+    "0",
+    "9",
+    "-",
+    "_",
+    ".",
+    "~",
+    " ",
+    "+",
+    "=",
+    "&",
+    "?",
+    "#",
+    "/",
+    "%",
+    "%20",
+    "%2F",
+    "@",
+    ":",
+    ";",
+    ",",
+    "!",
+    "*",
+    "'",
+    "(",
+    ")",
+    "$",
+    "[",
+    "]",
+    "\"",
+    "<",
+    ">",
+    "^",
+    "`",
+    "{",
+    "|",
+    "}",
+    "é",
+    "测试",
+    "ß",
+    "😀",
+    "\u{a0}",
+    "%E6%B5%8B",
+    "%zz",
+    "MOCK",
+    "order",
 ];
 
 fn word(rng: &mut StdRng, max: usize) -> String {
@@ -82,8 +126,8 @@ fn case(rng: &mut StdRng) -> (Case, SigningRequest, OffsetDateTime) {
     .choose(rng)
     .unwrap();
     let path = path(rng);
-    let now = OffsetDateTime::from_unix_timestamp(rng.gen_range(1_577_836_800..1_893_456_000))
-        .unwrap();
+    let now =
+        OffsetDateTime::from_unix_timestamp(rng.gen_range(1_577_836_800..1_893_456_000)).unwrap();
     let sdk_date = apig::format_sdk_date(now);
 
     let mut query = Vec::new();
@@ -121,8 +165,12 @@ fn case(rng: &mut StdRng) -> (Case, SigningRequest, OffsetDateTime) {
         match rng.gen_range(0..4) {
             0 => Vec::new(),
             1 => br#"{"license":"PLTEST0001"}"#.to_vec(),
-            2 => format!(r#"{{"license_list":["{}"],"n":"{}"}}"#, word(rng, 3), word(rng, 6))
-                .into_bytes(),
+            2 => format!(
+                r#"{{"license_list":["{}"],"n":"{}"}}"#,
+                word(rng, 3),
+                word(rng, 6)
+            )
+            .into_bytes(),
             _ => (0..rng.gen_range(1..1024))
                 .map(|_| rng.r#gen::<u8>())
                 .collect(),

@@ -43,6 +43,10 @@ pub struct MarketplaceSettings {
     pub delivery_url: Option<String>,
     /// Id reported per user in `software-usage-info`; default: a hash of user and machine.
     pub usage_id: Option<String>,
+    /// Whether the server's `Date` header feeds trusted time (offset and high-water mark).
+    /// Off only where the server's `Date` is not its notion of time (an emulator on a simulated
+    /// clock); an online check then still clears the tamper flag.
+    pub trust_server_time: bool,
 }
 
 impl Default for MarketplaceSettings {
@@ -53,6 +57,7 @@ impl Default for MarketplaceSettings {
             ca_file: None,
             delivery_url: None,
             usage_id: None,
+            trust_server_time: true,
         }
     }
 }

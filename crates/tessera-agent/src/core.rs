@@ -17,7 +17,7 @@ use tessera_types::{LicenseState, ProductState, SharedClock, Snapshot};
 
 use crate::config::Settings;
 use crate::db::{CodeRow, Db, LicenseRow};
-use crate::enforcement::{self, CodeFacts, CodeStatus, LicenseFacts, ProductFacts, TimeView};
+use crate::enforcement::{self, CodeFacts, CodeStatus, ProductFacts, TimeView};
 use crate::leases::LeaseTable;
 use crate::market::{CODE_NOT_ACTIVATED, CODE_NOT_EXIST, MarketFailure, Marketplace};
 use crate::products::Catalog;
@@ -307,7 +307,7 @@ impl Core {
                 continue;
             };
             if let Some((_, not_before)) = st.retry.get(&c.product_id)
-                && now < *not_before
+                && self.local_now() < *not_before
             {
                 continue;
             }
@@ -338,7 +338,7 @@ impl Core {
         let mut next = now + Duration::hours(1);
         for c in st.codes.values() {
             if let Some((_, at)) = st.retry.get(&c.product_id) {
-                next = next.min(*at);
+                next = next.min(now + (*at - self.local_now()));
             }
             let connected = st.sessions.values().any(|s| s.app.product_id == c.product_id);
             if connected
@@ -407,7 +407,10 @@ impl Core {
             let local = self.local_now();
             match &result {
                 Ok(answer) => {
-                    if let Some(server) = answer.server_date {
+                    if let Some(server) = answer
+                        .server_date
+                        .filter(|_| self.settings.marketplace.trust_server_time)
+                    {
                         st.trusted.observe_online(local, server);
                         st.time_row_forged = false;
                     } else {
@@ -481,7 +484,9 @@ impl Core {
                     if let Some(ra) = retry_after {
                         delay = delay.max(ra);
                     }
-                    st.retry.insert(pid.clone(), (attempt + 1, now + delay));
+                    // Retry timing follows the local clock: trusted time may stand still while
+                    // the local clock catches up after a rollback.
+                    st.retry.insert(pid.clone(), (attempt + 1, local + delay));
                 } else {
                     st.retry.remove(pid);
                 }

@@ -118,7 +118,7 @@ impl Agent {
             return Err(err(ErrorCode::NotFound, format!("{pid:?} is not a License-file product known to this agent")));
         }
         let now = self.trusted_now();
-        let ctx = VerifyContext::new(&pid, now, &self.identity);
+        let ctx = VerifyContext::new(&pid, now, &*self.identity);
         let license = &signed.license;
         let verified = LicenseFacts::Verified {
             not_before: license.not_before,

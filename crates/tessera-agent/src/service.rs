@@ -4,7 +4,6 @@
 //! (no product id) may act on any. Access to the socket itself is decided by the IPC server from
 //! the kernel's peer credentials.
 
-use std::sync::Arc;
 
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -302,7 +301,10 @@ impl Agent {
         let (row, time) = {
             let mut st = self.core.lock();
             let local = self.core.local_now();
-            st.trusted.observe_online(local, server_date.unwrap_or(local));
+            let server = server_date
+                .filter(|_| self.core.settings.marketplace.trust_server_time)
+                .unwrap_or(local);
+            st.trusted.observe_online(local, server);
             st.time_row_forged = false;
             st.persisted_high_water = st.trusted.high_water;
             let now = self.core.trusted_now(&st);

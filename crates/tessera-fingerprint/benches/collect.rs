@@ -12,13 +12,13 @@ use tessera_types::SystemClock;
 
 fn bench(c: &mut Criterion) {
     c.bench_function("cold: collect_local (this machine)", |b| {
-        b.iter(|| black_box(collect_local()))
+        b.iter(|| black_box(collect_local()));
     });
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workstation");
     let probe = FsProbe::new(fixture);
     c.bench_function("cold: collect (workstation fixture)", |b| {
-        b.iter(|| black_box(collect(&probe)))
+        b.iter(|| black_box(collect(&probe)));
     });
 
     let cache = IdentityCache::local(
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     );
     cache.refresh();
     c.bench_function("warm: IdentityCache::get", |b| {
-        b.iter(|| black_box(Arc::clone(&cache.get())))
+        b.iter(|| black_box(Arc::clone(&cache.get())));
     });
 }
 

@@ -289,21 +289,22 @@ fn is_virtual(probe: &dyn Probe, path: &str, real_path: &str) -> bool {
 fn disk_serial(probe: &dyn Probe, base: &str) -> Result<(String, String), String> {
     for file in ["device/serial", "serial"] {
         let path = format!("{base}/{file}");
-        if let Ok(v) = probe.read_string(&path) {
-            if let Some(s) = clean_serial(&v) {
-                return Ok((path, s));
-            }
+        if let Ok(v) = probe.read_string(&path)
+            && let Some(s) = clean_serial(&v)
+        {
+            return Ok((path, s));
         }
     }
     // SCSI/SATA: VPD page 0x80 = 4-byte header (page code at byte 1, length at 2..4), serial.
     let vpd = format!("{base}/device/vpd_pg80");
-    if let Ok(bytes) = probe.read_bytes(&vpd) {
-        if bytes.len() > 4 && bytes[1] == 0x80 {
-            let len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-            let end = (4 + len).min(bytes.len());
-            if let Some(s) = clean_serial(&String::from_utf8_lossy(&bytes[4..end])) {
-                return Ok((vpd, s));
-            }
+    if let Ok(bytes) = probe.read_bytes(&vpd)
+        && bytes.len() > 4
+        && bytes[1] == 0x80
+    {
+        let len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+        let end = (4 + len).min(bytes.len());
+        if let Some(s) = clean_serial(&String::from_utf8_lossy(&bytes[4..end])) {
+            return Ok((vpd, s));
         }
     }
     // udev's database (world-readable) has what udev read from the drive as root.
@@ -709,15 +710,15 @@ pub(crate) fn detect_environment(
             }
         }
     }
-    if let Ok(t) = probe.read_string("/sys/hypervisor/type") {
-        if !t.is_empty() {
-            evidence.push(format!("/sys/hypervisor/type is {t:?}"));
-            if hypervisor
-                .as_deref()
-                .is_none_or(|h| h == "unnamed hypervisor")
-            {
-                hypervisor = Some(if t == "xen" { "Xen".to_owned() } else { t });
-            }
+    if let Ok(t) = probe.read_string("/sys/hypervisor/type")
+        && !t.is_empty()
+    {
+        evidence.push(format!("/sys/hypervisor/type is {t:?}"));
+        if hypervisor
+            .as_deref()
+            .is_none_or(|h| h == "unnamed hypervisor")
+        {
+            hypervisor = Some(if t == "xen" { "Xen".to_owned() } else { t });
         }
     }
 

@@ -105,9 +105,7 @@ fn workstation_uses_physical_nics_and_fixed_disks_only() {
     }
     let sources: Vec<&str> = id.used_components().map(|c| c.source.as_str()).collect();
     assert!(
-        sources
-            .iter()
-            .any(|s| *s == "/sys/block/sda/device/vpd_pg80"),
+        sources.contains(&"/sys/block/sda/device/vpd_pg80"),
         "{sources:?}"
     );
     assert_eq!(id.system.host_name.as_deref(), Some("cad-ws-07"));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use tessera_ipc::endpoint::Endpoint;
-use tessera_ipc::frame::{ReadLimits, encode_frame, read_frame, write_frame};
+use tessera_ipc::frame::encode_frame;
 use tessera_ipc::proto::{AppInfo, Request};
 use tessera_ipc::{
     Call, ClientConfig, ClientMsg, IpcClient, IpcServer, Lease, LeaseId, RemoteError, Reply,
@@ -145,7 +145,7 @@ fn bench(c: &mut Criterion) {
     let mut buf = vec![0u8; 65536];
     let mut group = c.benchmark_group("roundtrip");
     group.bench_function("ipc_checkout", |b| {
-        b.iter(|| rt.block_on(ipc_round_trip(&f)))
+        b.iter(|| rt.block_on(ipc_round_trip(&f)));
     });
     group.bench_function("raw_unix_echo_same_size", |b| {
         b.iter(|| rt.block_on(raw_round_trip(&mut f, &mut buf)));
@@ -153,10 +153,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `per_mille`-th per-mille of a sorted, non-empty sample.
+fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     let last = sorted.len() - 1;
-    let rank = (p * (last as f64)).round() as usize;
-    sorted[rank.min(last)]
+    sorted[(last * per_mille).div_ceil(1000).min(last)]
 }
 
 /// Interleaved samples of both paths, so machine noise hits both alike.
@@ -182,7 +182,7 @@ fn summary() {
     });
     ipc.sort();
     raw.sort();
-    let (ipc50, raw50) = (percentile(&ipc, 0.5), percentile(&raw, 0.5));
+    let (ipc50, raw50) = (percentile(&ipc, 500), percentile(&raw, 500));
     let ratio = ipc50.as_secs_f64() / raw50.as_secs_f64();
     println!(
         "tessera-ipc round trip ({} request + {} reply bytes, {SAMPLES} samples):",
@@ -191,11 +191,11 @@ fn summary() {
     );
     println!(
         "  ipc checkout  median {ipc50:?}  p99 {:?}  (target p99 <= 200us)",
-        percentile(&ipc, 0.99)
+        percentile(&ipc, 990)
     );
     println!(
         "  raw unix echo median {raw50:?}  p99 {:?}",
-        percentile(&raw, 0.99)
+        percentile(&raw, 990)
     );
     println!("  ratio ipc/raw (median) {ratio:.2}x  (target <= 3x)");
 }

@@ -156,7 +156,7 @@ async fn bad_frames_close_only_their_connection() {
         .await
         .unwrap();
 
-    let oversized = (tessera_ipc::MAX_FRAME_LEN as u32 + 1)
+    let oversized = (u32::try_from(tessera_ipc::MAX_FRAME_LEN).unwrap() + 1)
         .to_be_bytes()
         .to_vec();
     let mut malformed = 9u32.to_be_bytes().to_vec();
@@ -226,7 +226,7 @@ async fn unknown_calls_are_answered_not_fatal() {
     let server = start(&endpoint, TestAgent::new(), fast_config()).await;
     let (mut stream, _) = raw_session(&endpoint).await;
     let body = br#"{"type":"request","id":77,"call":{"op":"teleport"}}"#;
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     frame.extend_from_slice(body);
     write_frame(&mut stream, &frame).await.unwrap();
     match next_msg(&mut stream).await {

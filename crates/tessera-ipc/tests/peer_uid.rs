@@ -36,8 +36,10 @@ const CONNECT_FAILED: i32 = 11;
 const GOT_DATA: i32 = 12;
 const READ_TIMED_OUT: i32 = 13;
 
-// Computed at compile time so the forked child does no conversions.
+// Computed at compile time so the forked child does no conversions; both structs are tiny.
+#[allow(clippy::cast_possible_truncation)]
 const TIMEVAL_LEN: libc::socklen_t = size_of::<libc::timeval>() as libc::socklen_t;
+#[allow(clippy::cast_possible_truncation)]
 const SOCKADDR_LEN: libc::socklen_t = size_of::<libc::sockaddr_un>() as libc::socklen_t;
 
 fn nobody() -> (libc::uid_t, libc::gid_t) {
@@ -88,12 +90,7 @@ fn helper(uid: libc::uid_t, gid: libc::gid_t, addr: &libc::sockaddr_un, hello: &
             (&raw const timeout).cast(),
             TIMEVAL_LEN,
         );
-        if fd < 0
-            || libc::connect(
-                fd,
-                (addr as *const libc::sockaddr_un).cast(),
-                SOCKADDR_LEN,
-            ) != 0
+        if fd < 0 || libc::connect(fd, (addr as *const libc::sockaddr_un).cast(), SOCKADDR_LEN) != 0
         {
             libc::_exit(CONNECT_FAILED);
         }

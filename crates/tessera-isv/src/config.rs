@@ -179,6 +179,9 @@ pub struct MarketConfig {
     pub base_urls: Vec<String>,
     /// Extra PEM CA file to trust (emulator, TLS-inspecting proxy).
     pub extra_ca_file: Option<PathBuf>,
+    /// Trust only `extra_ca_file`, not the system roots (tests against the emulator).
+    #[serde(default)]
+    pub trust_only_extra_ca: bool,
 }
 
 fn default_market_urls() -> Vec<String> {

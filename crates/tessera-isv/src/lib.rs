@@ -7,3 +7,4 @@ pub mod service;
 pub mod store;
 pub mod server;
 pub mod status;
+pub mod cli;

@@ -43,7 +43,11 @@ fn fixture() -> Fixture {
         product_id: PRODUCT.into(),
         instance_id: "inst-20260101-000042".into(),
         order_id: "CS2601010000421".into(),
-        features: vec![Feature { name: "solver".into(), count: 4, max_version: Some("2026.2".into()) }],
+        features: vec![Feature {
+            name: "solver".into(),
+            count: 4,
+            max_version: Some("2026.2".into()),
+        }],
         binding: Binding::fingerprint(FINGERPRINT),
         issued_at: at(1_767_222_000),
         not_before: at(1_767_225_600),
@@ -52,14 +56,19 @@ fn fixture() -> Fixture {
         nonce: Nonce([0x5a; 16]),
     };
     let hardware_id = HardwareId::from_values(
-        [(ComponentKind::MachineId, "machine-1"), (ComponentKind::CpuId, "cpu-1")],
+        [
+            (ComponentKind::MachineId, "machine-1"),
+            (ComponentKind::CpuId, "cpu-1"),
+        ],
         &HardwareIdSalt::new(b"bench".to_vec()),
     );
     Fixture {
         file: signer.sign_file(&license).expect("sign file"),
         string: signer.sign_string(&license).expect("sign string"),
         verifier: Verifier::with_keys([PublicKey::from_spki_pem(KEY_PUBLIC).expect("public key")]),
-        bare: rsa::pss::VerifyingKey::new(rsa::RsaPublicKey::from_public_key_pem(KEY_PUBLIC).expect("rsa key")),
+        bare: rsa::pss::VerifyingKey::new(
+            rsa::RsaPublicKey::from_public_key_pem(KEY_PUBLIC).expect("rsa key"),
+        ),
         fingerprint: KooGalleryFingerprint::parse(FINGERPRINT).expect("fingerprint"),
         hardware_id,
         signer,
@@ -69,16 +78,23 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn ctx(&self) -> VerifyContext<'_> {
-        let device = DeviceRef { fingerprint: &self.fingerprint, hardware_id: Some(&self.hardware_id) };
+        let device = DeviceRef {
+            fingerprint: &self.fingerprint,
+            hardware_id: Some(&self.hardware_id),
+        };
         VerifyContext::new(PRODUCT, self.license.not_before, device)
     }
 
     fn verify_file(&self) {
-        self.verifier.verify(self.file.as_bytes(), &self.ctx()).expect("valid file");
+        self.verifier
+            .verify(self.file.as_bytes(), &self.ctx())
+            .expect("valid file");
     }
 
     fn verify_string(&self) {
-        self.verifier.verify(self.string.as_bytes(), &self.ctx()).expect("valid string");
+        self.verifier
+            .verify(self.string.as_bytes(), &self.ctx())
+            .expect("valid string");
     }
 
     /// The message and signature the file form's verification checks, extracted once.
@@ -100,15 +116,23 @@ fn benches(c: &mut Criterion, f: &Fixture) {
     let (file_message, file_signature) = f.bare_file_inputs();
     group.bench_function("license_file", |b| b.iter(|| f.verify_file()));
     group.bench_function("bare_rsa_pss_file_message", |b| {
-        b.iter(|| f.bare.verify(black_box(&file_message), &file_signature).expect("bare"));
+        b.iter(|| {
+            f.bare
+                .verify(black_box(&file_message), &file_signature)
+                .expect("bare");
+        });
     });
     group.bench_function("license_string", |b| b.iter(|| f.verify_string()));
     group.finish();
 
     let mut group = c.benchmark_group("issue");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("sign_file_3072", |b| b.iter(|| f.signer.sign_file(black_box(&f.license)).expect("sign")));
-    group.bench_function("sign_string_3072", |b| b.iter(|| f.signer.sign_string(black_box(&f.license)).expect("sign")));
+    group.bench_function("sign_file_3072", |b| {
+        b.iter(|| f.signer.sign_file(black_box(&f.license)).expect("sign"));
+    });
+    group.bench_function("sign_string_3072", |b| {
+        b.iter(|| f.signer.sign_string(black_box(&f.license)).expect("sign"));
+    });
     group.finish();
 }
 
@@ -131,14 +155,24 @@ fn report(f: &Fixture) {
     // Interleaved rounds, so both sides see the same machine load on shared cores.
     let mut lines = Vec::new();
     for (form, verify, (message, signature)) in [
-        ("file", &(|| f.verify_file()) as &dyn Fn(), f.bare_file_inputs()),
-        ("string", &(|| f.verify_string()) as &dyn Fn(), f.bare_string_inputs()),
+        (
+            "file",
+            &(|| f.verify_file()) as &dyn Fn(),
+            f.bare_file_inputs(),
+        ),
+        (
+            "string",
+            &(|| f.verify_string()) as &dyn Fn(),
+            f.bare_string_inputs(),
+        ),
     ] {
         let mut license = Vec::new();
         let mut bare = Vec::new();
         for _ in 0..15 {
             license.push(median_per_call(1, 50, verify));
-            bare.push(median_per_call(1, 50, || f.bare.verify(&message, &signature).expect("bare")));
+            bare.push(median_per_call(1, 50, || {
+                f.bare.verify(&message, &signature).expect("bare");
+            }));
         }
         license.sort();
         bare.sort();

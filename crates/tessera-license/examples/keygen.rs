@@ -18,8 +18,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let key = SigningKey::generate_with_bits(bits)?;
     let dir = PathBuf::from(dir);
-    std::fs::write(dir.join(format!("{name}.pkcs8.pem")), key.to_pkcs8_pem()?.as_bytes())?;
-    std::fs::write(dir.join(format!("{name}.spki.pem")), key.public_key().to_spki_pem()?)?;
+    std::fs::write(
+        dir.join(format!("{name}.pkcs8.pem")),
+        key.to_pkcs8_pem()?.as_bytes(),
+    )?;
+    std::fs::write(
+        dir.join(format!("{name}.spki.pem")),
+        key.public_key().to_spki_pem()?,
+    )?;
     println!("{} {}", key.key_id(), key.bits());
     Ok(())
 }

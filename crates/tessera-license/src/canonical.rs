@@ -184,9 +184,18 @@ mod tests {
 
     #[test]
     fn refuses_floats() {
-        assert!(matches!(to_vec(&json!({"x": 1.5})), Err(CanonicalError::NotAnInteger(_))));
-        assert!(matches!(parse(b"{\"x\":1e3}"), Err(NotCanonical::Content(_))));
-        assert!(matches!(parse(b"[18446744073709551616]"), Err(NotCanonical::Content(_))));
+        assert!(matches!(
+            to_vec(&json!({"x": 1.5})),
+            Err(CanonicalError::NotAnInteger(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"x\":1e3}"),
+            Err(NotCanonical::Content(_))
+        ));
+        assert!(matches!(
+            parse(b"[18446744073709551616]"),
+            Err(NotCanonical::Content(_))
+        ));
         // serde_json reads -0 as a float.
         assert!(matches!(parse(b"[-0]"), Err(NotCanonical::Content(_))));
     }
@@ -194,13 +203,13 @@ mod tests {
     #[test]
     fn refuses_every_alternative_spelling_with_the_offset_of_the_difference() {
         let cases: &[(&[u8], usize)] = &[
-            (br#"{"a":1, "b":2}"#, 7),        // whitespace
-            (br#"{"b":1,"a":2}"#, 2),         // key order
-            (br#"{"a":1,"a":1}"#, 6),         // duplicate key (the parser keeps one)
-            (br#"{"a":"\u0041"}"#, 6),        // needless escape
-            (br#"{"a":"\/"}"#, 6),            // escaped solidus
-            (br#"{"a":1} "#, 7),              // trailing whitespace
-            (br#"{"a":"\u001F"}"#, 11),       // upper-case hex escape
+            (br#"{"a":1, "b":2}"#, 7),  // whitespace
+            (br#"{"b":1,"a":2}"#, 2),   // key order
+            (br#"{"a":1,"a":1}"#, 6),   // duplicate key (the parser keeps one)
+            (br#"{"a":"\u0041"}"#, 6),  // needless escape
+            (br#"{"a":"\/"}"#, 6),      // escaped solidus
+            (br#"{"a":1} "#, 7),        // trailing whitespace
+            (br#"{"a":"\u001F"}"#, 11), // upper-case hex escape
         ];
         for (input, offset) in cases {
             assert_eq!(
@@ -215,12 +224,19 @@ mod tests {
     #[test]
     fn syntax_errors_say_where() {
         match parse(b"{\"a\":") {
-            Err(NotCanonical::Syntax { line: 1, column, message }) => {
+            Err(NotCanonical::Syntax {
+                line: 1,
+                column,
+                message,
+            }) => {
                 assert!(column >= 5);
                 assert!(!message.contains(" at line "));
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse(b"{\"a\":\"\xff\"}"), Err(NotCanonical::Syntax { .. })));
+        assert!(matches!(
+            parse(b"{\"a\":\"\xff\"}"),
+            Err(NotCanonical::Syntax { .. })
+        ));
     }
 }

@@ -68,7 +68,9 @@ pub enum VerifyError {
         key_id: KeyId,
     },
     /// The payload comes from a newer (or unknown) version of the format.
-    #[error("the License has payload format version {found}; this verifier reads version {supported} only")]
+    #[error(
+        "the License has payload format version {found}; this verifier reads version {supported} only"
+    )]
     UnsupportedFormatVersion {
         /// The version in the License.
         found: u64,

@@ -117,7 +117,10 @@ pub fn decode(input: &[u8]) -> Result<Envelope, VerifyError> {
         ));
     }
     if payload.is_empty() {
-        return Err(VerifyError::malformed(Location::Line(payload_line), "the payload is empty"));
+        return Err(VerifyError::malformed(
+            Location::Line(payload_line),
+            "the payload is empty",
+        ));
     }
     Ok(Envelope {
         payload,
@@ -136,7 +139,10 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn new(text: &'a str) -> Result<Self, VerifyError> {
-        let crlf = text.split('\n').next().is_some_and(|first| first.ends_with('\r'));
+        let crlf = text
+            .split('\n')
+            .next()
+            .is_some_and(|first| first.ends_with('\r'));
         Ok(Self {
             rest: text,
             crlf,
@@ -161,20 +167,27 @@ impl<'a> Lines<'a> {
     fn line(&mut self, missing: &str) -> Result<(usize, &'a str), VerifyError> {
         let at_end = self.rest.find('\n').is_none();
         let Some((n, raw)) = self.next() else {
-            return Err(VerifyError::malformed(Location::Line(self.number + 1), missing.to_owned()));
+            return Err(VerifyError::malformed(
+                Location::Line(self.number + 1),
+                missing.to_owned(),
+            ));
         };
+        // In a \r\n file every terminated line ends in \r; an unterminated last line has none.
         let line = if self.crlf && !at_end {
             raw.strip_suffix('\r').ok_or_else(|| {
-                VerifyError::malformed(Location::Line(n), "the file mixes \\r\\n and \\n line endings")
+                VerifyError::malformed(
+                    Location::Line(n),
+                    "the file mixes \\r\\n and \\n line endings",
+                )
             })?
-        } else if self.crlf {
-            // The last line, without a line ending, may still carry the '\r' of a lone CR.
-            raw
         } else {
             raw
         };
         if line.contains('\r') {
-            return Err(VerifyError::malformed(Location::Line(n), "stray carriage return"));
+            return Err(VerifyError::malformed(
+                Location::Line(n),
+                "stray carriage return",
+            ));
         }
         Ok((n, line))
     }
@@ -182,7 +195,10 @@ impl<'a> Lines<'a> {
     fn expect_exact(&mut self, expected: &str, what: &str) -> Result<usize, VerifyError> {
         let (n, line) = self.line(what)?;
         if line != expected {
-            return Err(VerifyError::malformed(Location::Line(n), format!("{what}: {expected}")));
+            return Err(VerifyError::malformed(
+                Location::Line(n),
+                format!("{what}: {expected}"),
+            ));
         }
         Ok(n)
     }
@@ -209,14 +225,19 @@ impl<'a> Lines<'a> {
             let (n, line) = self.line(&format!("the file ends inside the {what}"))?;
             if line == terminator {
                 if b64.is_empty() {
-                    return Err(VerifyError::malformed(Location::Line(n), format!("the {what} is missing")));
+                    return Err(VerifyError::malformed(
+                        Location::Line(n),
+                        format!("the {what} is missing"),
+                    ));
                 }
                 break;
             }
             if let Some(short) = last_short {
                 return Err(VerifyError::malformed(
                     Location::Line(short),
-                    format!("only the last {what} line may be shorter than {LINE_WIDTH} characters"),
+                    format!(
+                        "only the last {what} line may be shorter than {LINE_WIDTH} characters"
+                    ),
                 ));
             }
             if line.is_empty() || line.len() > LINE_WIDTH {
@@ -231,7 +252,10 @@ impl<'a> Lines<'a> {
             b64.push_str(line);
         }
         let bytes = STANDARD.decode(&b64).map_err(|e| {
-            VerifyError::malformed(Location::Line(first), format!("the {what} is not base64: {e}"))
+            VerifyError::malformed(
+                Location::Line(first),
+                format!("the {what} is not base64: {e}"),
+            )
         })?;
         Ok((bytes, first))
     }
@@ -242,13 +266,21 @@ mod tests {
     use super::*;
 
     fn sample() -> String {
-        encode(&[7u8; 100], "RSA-PSS-SHA256", "0123456789abcdef", &[9u8; 384])
+        encode(
+            &[7u8; 100],
+            "RSA-PSS-SHA256",
+            "0123456789abcdef",
+            &[9u8; 384],
+        )
     }
 
     #[test]
     fn round_trips_and_wraps_at_64() {
         let text = sample();
-        assert!(text.lines().all(|l| l.len() <= LINE_WIDTH || l == SIGNATURE_HEADER));
+        assert!(
+            text.lines()
+                .all(|l| l.len() <= LINE_WIDTH || l == SIGNATURE_HEADER)
+        );
         let env = decode(text.as_bytes()).unwrap();
         assert_eq!(env.payload, vec![7u8; 100]);
         assert_eq!(env.algorithm, "RSA-PSS-SHA256");
@@ -260,15 +292,24 @@ mod tests {
     fn accepts_crlf_and_a_missing_final_newline_only() {
         let text = sample();
         let crlf = text.replace('\n', "\r\n");
-        assert_eq!(decode(crlf.as_bytes()).unwrap(), decode(text.as_bytes()).unwrap());
+        assert_eq!(
+            decode(crlf.as_bytes()).unwrap(),
+            decode(text.as_bytes()).unwrap()
+        );
         let trimmed = text.trim_end();
         assert!(decode(trimmed.as_bytes()).is_ok());
         let mixed = text.replacen('\n', "\r\n", 2);
-        assert!(matches!(decode(mixed.as_bytes()), Err(VerifyError::Malformed { .. })));
+        assert!(matches!(
+            decode(mixed.as_bytes()),
+            Err(VerifyError::Malformed { .. })
+        ));
         let extra = format!("{text}\n");
         assert!(matches!(
             decode(extra.as_bytes()),
-            Err(VerifyError::Malformed { location: Location::Line(_), .. })
+            Err(VerifyError::Malformed {
+                location: Location::Line(_),
+                ..
+            })
         ));
     }
 
@@ -277,7 +318,10 @@ mod tests {
         let text = sample().replacen("Key-Id: ", "Key-ID: ", 1);
         let line = text.lines().position(|l| l.starts_with("Key-ID")).unwrap() + 1;
         match decode(text.as_bytes()) {
-            Err(VerifyError::Malformed { location: Location::Line(n), .. }) => assert_eq!(n, line),
+            Err(VerifyError::Malformed {
+                location: Location::Line(n),
+                ..
+            }) => assert_eq!(n, line),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -289,7 +333,13 @@ mod tests {
         let joined = format!("{}{}", lines[1], lines[2]);
         lines.splice(1..3, [joined.as_str()]);
         let rewrapped = lines.join("\n");
-        assert!(matches!(decode(rewrapped.as_bytes()), Err(VerifyError::Malformed { location: Location::Line(2), .. })));
+        assert!(matches!(
+            decode(rewrapped.as_bytes()),
+            Err(VerifyError::Malformed {
+                location: Location::Line(2),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -299,7 +349,10 @@ mod tests {
         let text = sample().replacen("RSA", "RSÄ", 1);
         assert!(matches!(
             decode(text.as_bytes()),
-            Err(VerifyError::Malformed { location: Location::InputByte(_), .. })
+            Err(VerifyError::Malformed {
+                location: Location::InputByte(_),
+                ..
+            })
         ));
     }
 }

@@ -10,7 +10,9 @@ use rsa::{RsaPrivateKey, pss};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::keys::{Algorithm, DEFAULT_RSA_BITS, KeyError, KeyId, MAX_RSA_BITS, MIN_RSA_BITS, PublicKey};
+use crate::keys::{
+    Algorithm, DEFAULT_RSA_BITS, KeyError, KeyId, MAX_RSA_BITS, MIN_RSA_BITS, PublicKey,
+};
 use crate::model::License;
 use crate::payload::{self, EncodeError};
 use crate::string_form::{self, StringFormError};

@@ -261,7 +261,10 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip_and_are_case_sensitive() {
-        assert_eq!(Algorithm::parse(Algorithm::RsaPssSha256.as_str()), Some(Algorithm::RsaPssSha256));
+        assert_eq!(
+            Algorithm::parse(Algorithm::RsaPssSha256.as_str()),
+            Some(Algorithm::RsaPssSha256)
+        );
         assert_eq!(Algorithm::parse("rsa-pss-sha256"), None);
         assert_eq!(Algorithm::parse("ED25519"), None);
     }

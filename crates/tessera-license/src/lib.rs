@@ -44,6 +44,8 @@ pub use model::{
     Binding, FORMAT_VERSION, Feature, FieldError, FingerprintHash, License, MAX_FEATURE_NAME_LEN,
     MAX_FEATURES, MAX_FINGERPRINT_LEN, MAX_ID_LEN, MAX_UNIX_TIME, MAX_VERSION_LEN, Nonce,
 };
-pub use verify::{DeviceRef, LicenseForm, SignedLicense, VerificationCache, Verifier, VerifyContext};
 /// The fingerprint crate's types that appear in this crate's API.
 pub use tessera_fingerprint::{DeviceIdentity, HardwareId, KooGalleryFingerprint, MatchPolicy};
+pub use verify::{
+    DeviceRef, LicenseForm, SignedLicense, VerificationCache, Verifier, VerifyContext,
+};

@@ -238,7 +238,10 @@ impl License {
         if self.format_version != FORMAT_VERSION {
             return Err(FieldError::new(
                 "format_version",
-                format!("is {}, only {FORMAT_VERSION} is supported", self.format_version),
+                format!(
+                    "is {}, only {FORMAT_VERSION} is supported",
+                    self.format_version
+                ),
             ));
         }
         check_id("license_id", &self.license_id, false)?;
@@ -248,25 +251,34 @@ impl License {
         if self.features.len() > MAX_FEATURES {
             return Err(FieldError::new(
                 "features",
-                format!("has {} entries, at most {MAX_FEATURES} are allowed", self.features.len()),
+                format!(
+                    "has {} entries, at most {MAX_FEATURES} are allowed",
+                    self.features.len()
+                ),
             ));
         }
         for (i, feature) in self.features.iter().enumerate() {
             let at = |name: &str| format!("features[{i}].{name}");
             check_text(&at("name"), &feature.name, 1, MAX_FEATURE_NAME_LEN)?;
             if self.features[..i].iter().any(|f| f.name == feature.name) {
-                return Err(FieldError::new(at("name"), "repeats an earlier feature name"));
+                return Err(FieldError::new(
+                    at("name"),
+                    "repeats an earlier feature name",
+                ));
             }
             if feature.count == 0 {
-                return Err(FieldError::new(at("count"), "is 0; a feature grants at least 1 seat"));
+                return Err(FieldError::new(
+                    at("count"),
+                    "is 0; a feature grants at least 1 seat",
+                ));
             }
-            if let Some(v) = &feature.max_version {
-                if v.len() > MAX_VERSION_LEN || version_parts(v).is_none() {
-                    return Err(FieldError::new(
-                        at("max_version"),
-                        format!("must be dot-separated numbers of at most {MAX_VERSION_LEN} bytes"),
-                    ));
-                }
+            if let Some(v) = &feature.max_version
+                && (v.len() > MAX_VERSION_LEN || version_parts(v).is_none())
+            {
+                return Err(FieldError::new(
+                    at("max_version"),
+                    format!("must be dot-separated numbers of at most {MAX_VERSION_LEN} bytes"),
+                ));
             }
         }
         match &self.binding {
@@ -275,15 +287,19 @@ impl License {
             }
             Binding::FingerprintHash(_) => {}
         }
-        for (name, t) in [("issued_at", Some(self.issued_at)), ("not_before", Some(self.not_before)), ("not_after", self.not_after)] {
+        for (name, t) in [
+            ("issued_at", Some(self.issued_at)),
+            ("not_before", Some(self.not_before)),
+            ("not_after", self.not_after),
+        ] {
             if let Some(t) = t {
                 check_time(name, t)?;
             }
         }
-        if let Some(not_after) = self.not_after {
-            if not_after <= self.not_before {
-                return Err(FieldError::new("not_after", "is not later than not_before"));
-            }
+        if let Some(not_after) = self.not_after
+            && not_after <= self.not_before
+        {
+            return Err(FieldError::new("not_after", "is not later than not_before"));
         }
         Ok(())
     }

@@ -60,8 +60,14 @@ pub fn encode(license: &License) -> Result<Vec<u8>, EncodeError> {
     root.insert("order_id".into(), license.order_id.clone().into());
     root.insert("features".into(), Value::Array(features));
     root.insert("binding".into(), Value::Object(binding));
-    root.insert("issued_at".into(), license.issued_at.unix_timestamp().into());
-    root.insert("not_before".into(), license.not_before.unix_timestamp().into());
+    root.insert(
+        "issued_at".into(),
+        license.issued_at.unix_timestamp().into(),
+    );
+    root.insert(
+        "not_before".into(),
+        license.not_before.unix_timestamp().into(),
+    );
     if let Some(t) = license.not_after {
         root.insert("not_after".into(), t.unix_timestamp().into());
     }
@@ -81,7 +87,11 @@ pub fn decode(bytes: &[u8]) -> Result<License, VerifyError> {
             Location::PayloadByte(offset),
             "the payload is not canonical JSON (README.md, \"Canonical JSON\")",
         ),
-        NotCanonical::Syntax { line: _, column, message } => VerifyError::malformed(
+        NotCanonical::Syntax {
+            line: _,
+            column,
+            message,
+        } => VerifyError::malformed(
             // The canonical payload is a single line, so the column is the byte offset + 1.
             Location::PayloadByte(column.saturating_sub(1)),
             format!("the payload is not JSON: {message}"),
@@ -98,7 +108,10 @@ pub fn decode(bytes: &[u8]) -> Result<License, VerifyError> {
     // is reported as such rather than as an unknown field.
     let version = match root.get("format_version") {
         Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-            VerifyError::field(FieldError::new("format_version", "is not a non-negative integer"))
+            VerifyError::field(FieldError::new(
+                "format_version",
+                "is not a non-negative integer",
+            ))
         })?,
         Some(_) => {
             return Err(VerifyError::field(FieldError::new(
@@ -106,7 +119,12 @@ pub fn decode(bytes: &[u8]) -> Result<License, VerifyError> {
                 "is not an integer",
             )));
         }
-        None => return Err(VerifyError::field(FieldError::new("format_version", "is missing"))),
+        None => {
+            return Err(VerifyError::field(FieldError::new(
+                "format_version",
+                "is missing",
+            )));
+        }
     };
     if version != u64::from(FORMAT_VERSION) {
         return Err(VerifyError::UnsupportedFormatVersion {
@@ -123,13 +141,20 @@ pub fn decode(bytes: &[u8]) -> Result<License, VerifyError> {
     match encode(&license) {
         Ok(again) if again == bytes => Ok(license),
         Ok(again) => {
-            let offset = again.iter().zip(bytes).position(|(a, b)| a != b).unwrap_or(0);
+            let offset = again
+                .iter()
+                .zip(bytes)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
             Err(VerifyError::malformed(
                 Location::PayloadByte(offset),
                 "the payload does not re-encode to the same bytes",
             ))
         }
-        Err(e) => Err(VerifyError::malformed(Location::Field("binding".into()), e.to_string())),
+        Err(e) => Err(VerifyError::malformed(
+            Location::Field("binding".into()),
+            e.to_string(),
+        )),
     }
 }
 
@@ -280,7 +305,10 @@ impl Fields {
     fn finish(self) -> Result<(), FieldError> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(extra) => Err(FieldError::new(self.path(extra), "is not a field of this format")),
+            Some(extra) => Err(FieldError::new(
+                self.path(extra),
+                "is not a field of this format",
+            )),
         }
     }
 }

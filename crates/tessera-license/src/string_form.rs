@@ -89,9 +89,13 @@ pub fn encode_payload(license: &License) -> Result<Vec<u8>, StringFormError> {
         push_str8(&mut out, field, s)?;
     }
     out.extend_from_slice(&license.binding.fingerprint_hash().0);
-    for t in [Some(license.issued_at), Some(license.not_before), license.not_after]
-        .into_iter()
-        .flatten()
+    for t in [
+        Some(license.issued_at),
+        Some(license.not_before),
+        license.not_after,
+    ]
+    .into_iter()
+    .flatten()
     {
         // validate() keeps every time in 0..=MAX_UNIX_TIME.
         out.extend_from_slice(&u64::try_from(t.unix_timestamp()).unwrap_or(0).to_be_bytes());
@@ -291,7 +295,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize, what: &str) -> Result<&[u8], VerifyError> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(VerifyError::malformed(
                 Location::PayloadByte(self.at),

@@ -67,7 +67,11 @@ impl<'a> VerifyContext<'a> {
 
     /// A context at the time `clock` reads now, with the default match policy.
     #[must_use]
-    pub fn at_clock(product_id: &'a str, clock: &dyn Clock, device: impl Into<DeviceRef<'a>>) -> Self {
+    pub fn at_clock(
+        product_id: &'a str,
+        clock: &dyn Clock,
+        device: impl Into<DeviceRef<'a>>,
+    ) -> Self {
         Self::new(product_id, clock.now(), device)
     }
 
@@ -113,10 +117,10 @@ impl SignedLicense {
                 not_before: license.not_before,
             });
         }
-        if let Some(not_after) = license.not_after {
-            if ctx.now >= not_after {
-                return Err(VerifyError::Expired { not_after });
-            }
+        if let Some(not_after) = license.not_after
+            && ctx.now >= not_after
+        {
+            return Err(VerifyError::Expired { not_after });
         }
         Ok(())
     }
@@ -259,7 +263,10 @@ impl Verifier {
     pub fn open_string(&self, input: &[u8]) -> Result<SignedLicense, VerifyError> {
         let parts = string_form::decode(input)?;
         let key = self.signing_key(&parts.algorithm, &parts.key_id)?;
-        if !key.verifies(&string_form::signed_message(&parts.payload), &parts.signature) {
+        if !key.verifies(
+            &string_form::signed_message(&parts.payload),
+            &parts.signature,
+        ) {
             return Err(VerifyError::BadSignature {
                 key_id: key.key_id().clone(),
             });
@@ -268,7 +275,13 @@ impl Verifier {
         Ok(self.signed(license, key, LicenseForm::String, input))
     }
 
-    fn signed(&self, license: License, key: &PublicKey, form: LicenseForm, input: &[u8]) -> SignedLicense {
+    fn signed(
+        &self,
+        license: License,
+        key: &PublicKey,
+        form: LicenseForm,
+        input: &[u8],
+    ) -> SignedLicense {
         tracing::debug!(key_id = %key.key_id(), ?form, product_id = %license.product_id, "License signature verified");
         SignedLicense {
             license,
@@ -290,7 +303,9 @@ impl Verifier {
         };
         match self.keys.get(&id) {
             Some(key) if key.algorithm() == algorithm => Ok(key),
-            Some(_) => Err(VerifyError::UnsupportedAlgorithm(algorithm.as_str().to_owned())),
+            Some(_) => Err(VerifyError::UnsupportedAlgorithm(
+                algorithm.as_str().to_owned(),
+            )),
             None => Err(VerifyError::UnknownKeyId(id)),
         }
     }
@@ -299,7 +314,11 @@ impl Verifier {
     ///
     /// # Errors
     /// The first failing check, in the order of [`VerifyError`]'s variants.
-    pub fn verify(&self, input: &[u8], ctx: &VerifyContext<'_>) -> Result<SignedLicense, VerifyError> {
+    pub fn verify(
+        &self,
+        input: &[u8],
+        ctx: &VerifyContext<'_>,
+    ) -> Result<SignedLicense, VerifyError> {
         let signed = self.open(input)?;
         signed.check(ctx)?;
         Ok(signed)
@@ -352,7 +371,9 @@ impl Verifier {
             .and_then(|id| self.keys.get(&id))
             .ok_or_else(|| SignatureError::UnknownKeyId(key_id.to_owned()))?;
         if key.algorithm() != algorithm {
-            return Err(SignatureError::UnsupportedAlgorithm(algorithm.as_str().to_owned()));
+            return Err(SignatureError::UnsupportedAlgorithm(
+                algorithm.as_str().to_owned(),
+            ));
         }
         if key.verifies(message, signature) {
             Ok(key.key_id().clone())

@@ -14,27 +14,47 @@ fn cache_skips_the_signature_but_rechecks_time_product_and_binding() {
     let dev = device(FINGERPRINT);
 
     let first = verifier
-        .verify_cached(&mut cache, text.as_bytes(), &VerifyContext::new(PRODUCT, at(NOT_BEFORE), dev.r()))
+        .verify_cached(
+            &mut cache,
+            text.as_bytes(),
+            &VerifyContext::new(PRODUCT, at(NOT_BEFORE), dev.r()),
+        )
         .unwrap();
     assert_eq!(cache.len(), 1);
     let again = verifier
-        .verify_cached(&mut cache, text.as_bytes(), &VerifyContext::new(PRODUCT, at(NOT_BEFORE + 1), dev.r()))
+        .verify_cached(
+            &mut cache,
+            text.as_bytes(),
+            &VerifyContext::new(PRODUCT, at(NOT_BEFORE + 1), dev.r()),
+        )
         .unwrap();
     assert_eq!(first, again);
     assert!(matches!(
-        verifier.verify_cached(&mut cache, text.as_bytes(), &VerifyContext::new(PRODUCT, at(NOT_AFTER), dev.r())),
+        verifier.verify_cached(
+            &mut cache,
+            text.as_bytes(),
+            &VerifyContext::new(PRODUCT, at(NOT_AFTER), dev.r())
+        ),
         Err(VerifyError::Expired { .. })
     ));
     let elsewhere = device("AA:BB:CC:DD:EE:FF|X|Y|Z");
     assert!(matches!(
-        verifier.verify_cached(&mut cache, text.as_bytes(), &VerifyContext::new(PRODUCT, at(NOT_BEFORE), elsewhere.r())),
+        verifier.verify_cached(
+            &mut cache,
+            text.as_bytes(),
+            &VerifyContext::new(PRODUCT, at(NOT_BEFORE), elsewhere.r())
+        ),
         Err(VerifyError::BindingMismatch { .. })
     ));
 
     // A key no longer trusted is not rescued by the cache.
     verifier.remove_key(&signer_a().key_id().clone());
     assert!(matches!(
-        verifier.verify_cached(&mut cache, text.as_bytes(), &VerifyContext::new(PRODUCT, at(NOT_BEFORE), dev.r())),
+        verifier.verify_cached(
+            &mut cache,
+            text.as_bytes(),
+            &VerifyContext::new(PRODUCT, at(NOT_BEFORE), dev.r())
+        ),
         Err(VerifyError::UnknownKeyId(_))
     ));
 }
@@ -53,11 +73,17 @@ fn cache_keeps_at_most_its_capacity_and_forgets_the_oldest() {
         })
         .collect();
     for t in &texts {
-        verifier.verify_cached(&mut cache, t.as_bytes(), &ctx).unwrap();
+        verifier
+            .verify_cached(&mut cache, t.as_bytes(), &ctx)
+            .unwrap();
     }
     assert_eq!(cache.len(), 2);
     // Failures are not cached.
-    assert!(verifier.verify_cached(&mut cache, b"garbage", &ctx).is_err());
+    assert!(
+        verifier
+            .verify_cached(&mut cache, b"garbage", &ctx)
+            .is_err()
+    );
     assert_eq!(cache.len(), 2);
     cache.clear();
     assert!(cache.is_empty());
@@ -93,7 +119,12 @@ fn identity_override_signed_by_the_isv_verifies_detached() {
         Err(SignatureError::UnknownKeyId(_))
     ));
     assert!(matches!(
-        verifier.verify_detached("acme-2026-01", &sig.algorithm, &file.signed_bytes, &sig.value),
+        verifier.verify_detached(
+            "acme-2026-01",
+            &sig.algorithm,
+            &file.signed_bytes,
+            &sig.value
+        ),
         Err(SignatureError::UnknownKeyId(_))
     ));
     assert!(matches!(
@@ -101,7 +132,12 @@ fn identity_override_signed_by_the_isv_verifies_detached() {
         Err(SignatureError::UnsupportedAlgorithm(_))
     ));
     assert!(matches!(
-        verifier.verify_detached(&sig.key_id, &sig.algorithm, &file.signed_bytes, &sig.value[1..]),
+        verifier.verify_detached(
+            &sig.key_id,
+            &sig.algorithm,
+            &file.signed_bytes,
+            &sig.value[1..]
+        ),
         Err(SignatureError::BadSignature(_))
     ));
 }
@@ -112,7 +148,9 @@ fn a_license_signature_is_not_valid_as_a_detached_signature_of_its_payload() {
     let key = signer_a();
     let payload = tessera_license::payload::encode(&license()).unwrap();
     let signature = key.sign_detached(&tessera_license::file::signed_message(&payload));
-    assert!(verifier_a()
-        .verify_detached(KEY_A_ID, "RSA-PSS-SHA256", &payload, &signature)
-        .is_err());
+    assert!(
+        verifier_a()
+            .verify_detached(KEY_A_ID, "RSA-PSS-SHA256", &payload, &signature)
+            .is_err()
+    );
 }

@@ -32,7 +32,10 @@ fn file_layout_is_header_payload_signature_block_footer() {
     assert_eq!(lines[0], HEADER);
     assert_eq!(*lines.last().unwrap(), FOOTER);
     let sig = lines.iter().position(|l| *l == SIGNATURE_HEADER).unwrap();
-    assert_eq!(lines[sig + 1], format!("Algorithm: {}", Algorithm::RsaPssSha256));
+    assert_eq!(
+        lines[sig + 1],
+        format!("Algorithm: {}", Algorithm::RsaPssSha256)
+    );
     assert_eq!(lines[sig + 2], format!("Key-Id: {KEY_A_ID}"));
     // 384 signature bytes = 512 base64 characters = 8 full lines.
     assert_eq!(lines.len() - 1 - (sig + 3), 8);
@@ -74,7 +77,10 @@ fn perpetual_trial_license_with_hardware_id_round_trips() {
 
 #[test]
 fn crlf_line_endings_still_verify() {
-    let text = signer_a().sign_file(&license()).unwrap().replace('\n', "\r\n");
+    let text = signer_a()
+        .sign_file(&license())
+        .unwrap()
+        .replace('\n', "\r\n");
     let dev = device(FINGERPRINT);
     let ctx = VerifyContext::new(PRODUCT, at(NOT_BEFORE), dev.r()).with_policy(MatchPolicy::Strict);
     assert!(verifier_a().verify(text.as_bytes(), &ctx).is_ok());
@@ -90,7 +96,10 @@ fn committed_test_keys_have_the_documented_ids_and_pem_round_trips() {
     let public = PublicKey::from_spki_pem(KEY_A_PUBLIC).unwrap();
     assert_eq!(public.key_id(), a.key_id());
     assert_eq!(public.to_spki_pem().unwrap().trim(), KEY_A_PUBLIC.trim());
-    assert_eq!(a.public_key().to_spki_pem().unwrap().trim(), KEY_A_PUBLIC.trim());
+    assert_eq!(
+        a.public_key().to_spki_pem().unwrap().trim(),
+        KEY_A_PUBLIC.trim()
+    );
 
     let again = SigningKey::from_pkcs8_pem(&a.to_pkcs8_pem().unwrap()).unwrap();
     assert_eq!(again.key_id(), a.key_id());
@@ -101,7 +110,10 @@ fn committed_test_keys_have_the_documented_ids_and_pem_round_trips() {
 fn keys_of_the_wrong_kind_or_size_are_refused() {
     assert!(PublicKey::from_spki_pem(KEY_A_PRIVATE).is_err());
     assert!(SigningKey::from_pkcs8_pem(KEY_A_PUBLIC).is_err());
-    assert!(PublicKey::from_spki_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+    assert!(
+        PublicKey::from_spki_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .is_err()
+    );
     match SigningKey::generate_with_bits(1024) {
         Err(tessera_license::KeyError::UnsupportedSize { bits: 1024 }) => {}
         other => panic!("unexpected {other:?}"),

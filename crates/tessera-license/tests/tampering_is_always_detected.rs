@@ -23,7 +23,10 @@ fn issued_string() -> String {
 }
 
 fn check(verifier: &Verifier, input: &[u8]) -> Result<SignedLicense, VerifyError> {
-    verifier.verify(input, &VerifyContext::new(PRODUCT, at(NOT_BEFORE), DEVICE.r()))
+    verifier.verify(
+        input,
+        &VerifyContext::new(PRODUCT, at(NOT_BEFORE), DEVICE.r()),
+    )
 }
 
 /// Whether changing `input[at]` to `to` still yields an accepted License. Surrounding whitespace
@@ -65,7 +68,10 @@ fn flipping_any_bit_of_any_byte_of_a_string_is_refused() {
             let to = string[at] ^ bit;
             // Turning the first or last character into whitespace only trims it away, which
             // still leaves a string that must be refused.
-            assert!(!accepted_after(verifier, &string, at, to), "byte {at} -> {to:#04x} accepted");
+            assert!(
+                !accepted_after(verifier, &string, at, to),
+                "byte {at} -> {to:#04x} accepted"
+            );
         }
     }
 }
@@ -142,8 +148,12 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     ];
     leaf.prop_recursive(4, 48, 8, |inner| {
         let keys = prop_oneof![
-            Just("format_version".to_owned()), Just("license_id".to_owned()), Just("features".to_owned()),
-            Just("binding".to_owned()), Just("count".to_owned()), "[a-z_]{1,10}"
+            Just("format_version".to_owned()),
+            Just("license_id".to_owned()),
+            Just("features".to_owned()),
+            Just("binding".to_owned()),
+            Just("count".to_owned()),
+            "[a-z_]{1,10}"
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),

@@ -62,7 +62,11 @@ fn binding_tolerates_one_changed_component_and_explains_two() {
     let text = signer_a().sign_file(&license()).unwrap();
     let one_disk_swapped = "04:7C:16:5E:E3:5D|NEW-DISK-0001|BOARD-7781|BFEBFBFF00090672";
     let dev = device(one_disk_swapped);
-    assert!(verifier_a().verify(text.as_bytes(), &ctx_at(&dev, NOT_BEFORE)).is_ok());
+    assert!(
+        verifier_a()
+            .verify(text.as_bytes(), &ctx_at(&dev, NOT_BEFORE))
+            .is_ok()
+    );
     let strict = ctx_at(&dev, NOT_BEFORE).with_policy(MatchPolicy::Strict);
     assert!(matches!(
         verifier_a().verify(text.as_bytes(), &strict),
@@ -89,14 +93,24 @@ fn hardware_id_in_the_license_decides_the_binding() {
     };
     let text = signer_a().sign_file(&lic).unwrap();
     // Same fingerprint, but a different machine by hardware id: refused.
-    let other = device_with(FINGERPRINT, hardware_id("machine-9", "board-9", "cpu-1", "disk-1"));
+    let other = device_with(
+        FINGERPRINT,
+        hardware_id("machine-9", "board-9", "cpu-1", "disk-1"),
+    );
     assert!(matches!(
         verifier_a().verify(text.as_bytes(), &ctx_at(&other, NOT_BEFORE)),
         Err(VerifyError::BindingMismatch { .. })
     ));
     // One component replaced: accepted under the default policy.
-    let repaired = device_with(FINGERPRINT, hardware_id("machine-1", "board-1", "cpu-1", "disk-2"));
-    assert!(verifier_a().verify(text.as_bytes(), &ctx_at(&repaired, NOT_BEFORE)).is_ok());
+    let repaired = device_with(
+        FINGERPRINT,
+        hardware_id("machine-1", "board-1", "cpu-1", "disk-2"),
+    );
+    assert!(
+        verifier_a()
+            .verify(text.as_bytes(), &ctx_at(&repaired, NOT_BEFORE))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -115,7 +129,9 @@ fn signature_by_another_key_under_this_key_id_is_a_bad_signature() {
 fn key_rotation_trusts_every_listed_key_and_nothing_else() {
     let by_a = signer_a().sign_file(&license()).unwrap();
     let by_b = signer_b().sign_file(&license()).unwrap();
-    assert!(matches!(verify(&by_b, NOT_BEFORE), Err(VerifyError::UnknownKeyId(id)) if id.as_str() == KEY_B_ID));
+    assert!(
+        matches!(verify(&by_b, NOT_BEFORE), Err(VerifyError::UnknownKeyId(id)) if id.as_str() == KEY_B_ID)
+    );
 
     let mut both = Verifier::with_keys([
         PublicKey::from_spki_pem(KEY_A_PUBLIC).unwrap(),
@@ -123,12 +139,21 @@ fn key_rotation_trusts_every_listed_key_and_nothing_else() {
     ]);
     let dev = device(FINGERPRINT);
     let ctx = ctx_at(&dev, NOT_BEFORE);
-    assert_eq!(both.verify(by_a.as_bytes(), &ctx).unwrap().key_id.as_str(), KEY_A_ID);
-    assert_eq!(both.verify(by_b.as_bytes(), &ctx).unwrap().key_id.as_str(), KEY_B_ID);
+    assert_eq!(
+        both.verify(by_a.as_bytes(), &ctx).unwrap().key_id.as_str(),
+        KEY_A_ID
+    );
+    assert_eq!(
+        both.verify(by_b.as_bytes(), &ctx).unwrap().key_id.as_str(),
+        KEY_B_ID
+    );
 
     let retired = both.remove_key(&signer_a().key_id().clone()).unwrap();
     assert_eq!(retired.key_id().as_str(), KEY_A_ID);
-    assert!(matches!(both.verify(by_a.as_bytes(), &ctx), Err(VerifyError::UnknownKeyId(_))));
+    assert!(matches!(
+        both.verify(by_a.as_bytes(), &ctx),
+        Err(VerifyError::UnknownKeyId(_))
+    ));
 }
 
 #[test]
@@ -137,7 +162,9 @@ fn unsupported_algorithm_is_named() {
         .sign_file(&license())
         .unwrap()
         .replace("Algorithm: RSA-PSS-SHA256", "Algorithm: ED25519");
-    assert!(matches!(verify(&text, NOT_BEFORE), Err(VerifyError::UnsupportedAlgorithm(a)) if a == "ED25519"));
+    assert!(
+        matches!(verify(&text, NOT_BEFORE), Err(VerifyError::UnsupportedAlgorithm(a)) if a == "ED25519")
+    );
 }
 
 #[test]
@@ -145,13 +172,19 @@ fn malformed_envelope_names_the_line() {
     let text = signer_a().sign_file(&license()).unwrap();
     let broken = text.replacen(file::SIGNATURE_HEADER, "-----BEGIN SIGNATURE-----", 1);
     match verify(&broken, NOT_BEFORE) {
-        Err(VerifyError::Malformed { location: Location::Line(n), reason }) => {
+        Err(VerifyError::Malformed {
+            location: Location::Line(n),
+            reason,
+        }) => {
             assert!(n > 1, "{reason}");
         }
         other => panic!("unexpected {other:?}"),
     }
     match verify("", NOT_BEFORE) {
-        Err(VerifyError::Malformed { location: Location::InputByte(0), .. }) => {}
+        Err(VerifyError::Malformed {
+            location: Location::InputByte(0),
+            ..
+        }) => {}
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -162,7 +195,10 @@ fn signed_but_non_canonical_payload_is_refused_at_its_byte() {
     let mut spaced = b"{ ".to_vec();
     spaced.extend_from_slice(&canonical[1..]);
     match verify(&sign_raw_payload(&spaced), NOT_BEFORE) {
-        Err(VerifyError::Malformed { location: Location::PayloadByte(1), .. }) => {}
+        Err(VerifyError::Malformed {
+            location: Location::PayloadByte(1),
+            ..
+        }) => {}
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -171,7 +207,12 @@ fn signed_but_non_canonical_payload_is_refused_at_its_byte() {
 fn future_format_version_is_reported_as_such() {
     let payload = br#"{"format_version":2,"something":"new"}"#;
     match verify(&sign_raw_payload(payload), NOT_BEFORE) {
-        Err(e @ VerifyError::UnsupportedFormatVersion { found: 2, supported: 1 }) => {
+        Err(
+            e @ VerifyError::UnsupportedFormatVersion {
+                found: 2,
+                supported: 1,
+            },
+        ) => {
             assert!(e.to_string().contains("version 2"), "{e}");
         }
         other => panic!("unexpected {other:?}"),
@@ -180,19 +221,47 @@ fn future_format_version_is_reported_as_such() {
 
 #[test]
 fn unknown_and_invalid_fields_are_refused_by_path() {
-    let canonical = String::from_utf8(tessera_license::payload::encode(&license()).unwrap()).unwrap();
+    let canonical =
+        String::from_utf8(tessera_license::payload::encode(&license()).unwrap()).unwrap();
     let cases = [
-        (canonical.replace(r#""trial":false"#, r#""trial":false,"zzz":1"#), "zzz"),
-        (canonical.replace(r#""count":4"#, r#""count":0"#), "features[0].count"),
-        (canonical.replace(r#""count":4"#, r#""count":4294967296"#), "features[0].count"),
-        (canonical.replace(r#""nonce":"5a5a"#, r#""nonce":"5A5a"#), "nonce"),
-        (canonical.replace(r#""not_after":1798761600"#, r#""not_after":1767225600"#), "not_after"),
-        (canonical.replace(r#""product_id":"OFFER-cae-solver-pro""#, r#""product_id":"""#), "product_id"),
-        (canonical.replace(r#""binding":{"fingerprint""#, r#""binding":{"fingerprinT""#), "binding.fingerprint"),
+        (
+            canonical.replace(r#""trial":false"#, r#""trial":false,"zzz":1"#),
+            "zzz",
+        ),
+        (
+            canonical.replace(r#""count":4"#, r#""count":0"#),
+            "features[0].count",
+        ),
+        (
+            canonical.replace(r#""count":4"#, r#""count":4294967296"#),
+            "features[0].count",
+        ),
+        (
+            canonical.replace(r#""nonce":"5a5a"#, r#""nonce":"5A5a"#),
+            "nonce",
+        ),
+        (
+            canonical.replace(r#""not_after":1798761600"#, r#""not_after":1767225600"#),
+            "not_after",
+        ),
+        (
+            canonical.replace(
+                r#""product_id":"OFFER-cae-solver-pro""#,
+                r#""product_id":"""#,
+            ),
+            "product_id",
+        ),
+        (
+            canonical.replace(r#""binding":{"fingerprint""#, r#""binding":{"fingerprinT""#),
+            "binding.fingerprint",
+        ),
     ];
     for (payload, field) in cases {
         match verify(&sign_raw_payload(payload.as_bytes()), NOT_BEFORE) {
-            Err(VerifyError::Malformed { location: Location::Field(f), .. }) => assert_eq!(f, field, "{payload}"),
+            Err(VerifyError::Malformed {
+                location: Location::Field(f),
+                ..
+            }) => assert_eq!(f, field, "{payload}"),
             other => panic!("{field}: unexpected {other:?}"),
         }
     }
@@ -202,5 +271,7 @@ fn unknown_and_invalid_fields_are_refused_by_path() {
 fn oversized_input_is_refused_before_parsing() {
     let mut text = signer_a().sign_file(&license()).unwrap();
     text.push_str(&" ".repeat(file::MAX_FILE_LEN));
-    assert!(matches!(verify(&text, NOT_BEFORE), Err(VerifyError::TooLarge { max, .. }) if max == file::MAX_FILE_LEN));
+    assert!(
+        matches!(verify(&text, NOT_BEFORE), Err(VerifyError::TooLarge { max, .. }) if max == file::MAX_FILE_LEN)
+    );
 }

@@ -673,7 +673,11 @@ impl Io {
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.wait_for(|stop| *stop) => break,
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        break;
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,

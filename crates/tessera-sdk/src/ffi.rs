@@ -23,6 +23,7 @@ use crate::view::LinkStatus;
 /// called concurrently from any threads on the same client, except `tessera_client_free`, which
 /// must be the last call and must not race with any other call on that client. Under the hood,
 /// this object owns a Rust `Client`: an IO thread with its own runtime and an events thread.
+#[derive(Debug)]
 pub struct tessera_client {
     client: Client,
     last_error: Mutex<String>,

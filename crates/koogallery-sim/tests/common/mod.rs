@@ -20,7 +20,7 @@ use koogallery_sim::{
     SimConfig,
 };
 use serde_json::{Value, json};
-use tessera_types::{Clock, ManualClock};
+use tessera_types::ManualClock;
 
 pub const FIXTURE_KEY: &str = include_str!("../fixtures/manifest-key-2048.pem");
 pub const ISV_KEY: &str = "isv-production-access-key";

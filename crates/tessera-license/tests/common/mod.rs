@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use tessera_fingerprint::{ComponentKind, HardwareId, HardwareIdSalt, KooGalleryFingerprint};
-use tessera_license::{Binding, DeviceRef, FORMAT_VERSION, Feature, License, Nonce, PublicKey, SigningKey, Verifier};
+use tessera_license::{
+    Binding, DeviceRef, FORMAT_VERSION, Feature, License, Nonce, PublicKey, SigningKey, Verifier,
+};
 use time::OffsetDateTime;
 
 pub const KEY_A_PRIVATE: &str = include_str!("../keys/test-isv-a.pkcs8.pem");
@@ -44,8 +46,16 @@ pub fn license() -> License {
         instance_id: "inst-20260101-000042".into(),
         order_id: "CS2601010000421".into(),
         features: vec![
-            Feature { name: "solver".into(), count: 4, max_version: Some("2026.2".into()) },
-            Feature { name: "mesher".into(), count: 1, max_version: None },
+            Feature {
+                name: "solver".into(),
+                count: 4,
+                max_version: Some("2026.2".into()),
+            },
+            Feature {
+                name: "mesher".into(),
+                count: 1,
+                max_version: None,
+            },
         ],
         binding: Binding::fingerprint(FINGERPRINT),
         issued_at: at(NOT_BEFORE - 3600),
@@ -80,7 +90,10 @@ pub struct Device {
 
 impl Device {
     pub fn r(&self) -> DeviceRef<'_> {
-        DeviceRef { fingerprint: &self.fingerprint, hardware_id: Some(&self.hardware_id) }
+        DeviceRef {
+            fingerprint: &self.fingerprint,
+            hardware_id: Some(&self.hardware_id),
+        }
     }
 }
 
@@ -93,5 +106,8 @@ pub fn device_with(fingerprint: &str, hw: HardwareId) -> Device {
 }
 
 pub fn device(fingerprint: &str) -> Device {
-    device_with(fingerprint, hardware_id("machine-1", "board-1", "cpu-1", "disk-1"))
+    device_with(
+        fingerprint,
+        hardware_id("machine-1", "board-1", "cpu-1", "disk-1"),
+    )
 }
