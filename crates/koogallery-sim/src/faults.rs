@@ -134,9 +134,21 @@ pub struct FaultSet {
 }
 
 /// The live fault table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     inner: Mutex<(FaultSet, u64)>,
+    /// Host faults, watched by open connections so that "primary down" also cuts the
+    /// connections a client already has pooled.
+    hosts: tokio::sync::watch::Sender<HostFaults>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new((FaultSet::default(), 0)),
+            hosts: tokio::sync::watch::channel(HostFaults::default()).0,
+        }
+    }
 }
 
 /// Most rules kept at once (a runaway script cannot grow the table without bound).
@@ -185,11 +197,19 @@ impl Faults {
     pub fn clear(&self) {
         let mut guard = self.lock();
         guard.0 = FaultSet::default();
+        self.hosts.send_replace(HostFaults::default());
     }
 
     /// Sets the host faults.
     pub fn set_hosts(&self, hosts: HostFaults) {
         self.lock().0.hosts = hosts;
+        self.hosts.send_replace(hosts);
+    }
+
+    /// Follows changes of the host faults.
+    #[must_use]
+    pub fn watch_hosts(&self) -> tokio::sync::watch::Receiver<HostFaults> {
+        self.hosts.subscribe()
     }
 
     /// The host faults.

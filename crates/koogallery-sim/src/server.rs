@@ -72,8 +72,26 @@ pub(crate) async fn serve(
         };
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let mut host_faults = core.faults.watch_hosts();
+        host_faults.mark_unchanged();
+        // A primary connection ends when the primary goes down or its certificate changes, as
+        // it would when a real host fails or is replaced.
+        let host_changed = async move {
+            if role != HostRole::Primary {
+                return std::future::pending().await;
+            }
+            let _ = host_faults
+                .wait_for(|h| {
+                    h.primary_down
+                        || h.primary_untrusted_certificate != hosts.primary_untrusted_certificate
+                })
+                .await;
+        };
         tokio::spawn(async move {
-            serve_connection(stream, peer, role, tls, router, shutdown).await;
+            tokio::select! {
+                () = serve_connection(stream, peer, role, tls, router, shutdown) => {}
+                () = host_changed => tracing::debug!(%peer, "host fault changed: closing connection"),
+            }
         });
     }
 }

@@ -30,9 +30,17 @@ async fn primary_down_moves_the_client_to_the_fallback_host() {
         primary_down: true,
         primary_untrusted_certificate: false,
     });
+    // The outage also cuts the connection the client had pooled: the call in flight may fail
+    // (retryably) before the client notices; the next one goes to the fallback host.
+    match client.query_order(&mock_query()).await {
+        Ok(answer) => assert_eq!(answer.served_by, ServedBy::Fallback),
+        Err(e) => assert!(e.is_retryable(), "{e:?}"),
+    }
     let answer = client.query_order(&mock_query()).await.unwrap();
     assert_eq!(answer.served_by, ServedBy::Fallback);
     assert_eq!(answer.data.order_id, "MOCKPERIODYEARNEW");
+    let fresh = common::client(&sim).query_order(&mock_query()).await.unwrap();
+    assert_eq!(fresh.served_by, ServedBy::Fallback);
 
     let no_fallback = MarketClient::new(client_config(&sim, false)).unwrap();
     let e = no_fallback.query_order(&mock_query()).await.unwrap_err();

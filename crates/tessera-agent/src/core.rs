@@ -306,8 +306,10 @@ impl Core {
             let Some(product) = self.catalog.get(&c.product_id) else {
                 continue;
             };
+            // A retry time further ahead than any backoff means the clock was set back: retry now.
             if let Some((_, not_before)) = st.retry.get(&c.product_id)
                 && self.local_now() < *not_before
+                && *not_before - self.local_now() <= Duration::hours(1)
             {
                 continue;
             }

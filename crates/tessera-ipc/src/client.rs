@@ -1,19 +1,22 @@
 //! The typed client the SDK, the CLI and the tray use.
 //!
-//! One background task owns the connection. Requests are correlated by id and time out on their
-//! own; events go to every [`EventStream`]; the latest [`Snapshot`] is kept up to date from
-//! `Welcome` and `EVENT_LICENSE_STATE`. When the connection drops the task reconnects with
-//! capped full-jitter backoff and re-sends `Hello` with the same session id, so the agent can
-//! re-attach the session and its leases. Requests in flight when the connection drops fail with
-//! [`ClientError::Disconnected`] rather than being re-sent: a checkout is not idempotent.
+//! Callers write their request frames themselves; one background task reads the connection,
+//! resolves answers by request id and fans out events, so a request crosses no middle task.
+//! Requests time out on their own; events go to every [`EventStream`]; the latest [`Snapshot`]
+//! is kept up to date from `Welcome` and `EVENT_LICENSE_STATE`. When the connection drops the
+//! task reconnects with capped full-jitter backoff and re-sends `Hello` with the same session
+//! id, so the agent can re-attach the session and its leases. Requests in flight when the
+//! connection drops fail with [`ClientError::Disconnected`] rather than being re-sent: a checkout
+//! is not idempotent. Requests made while reconnecting wait (within their timeout).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::io::WriteHalf;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -223,18 +226,53 @@ impl EventStream {
 
 type Pending = oneshot::Sender<Result<Reply, ClientError>>;
 
-enum Command {
-    Call { call: Call, reply: Pending },
-    Close { done: oneshot::Sender<()> },
+/// State shared by the callers, the reader task and the reconnect task. Callers write their
+/// request frames themselves and the reader resolves replies directly, so a request costs no
+/// hop through a middle task.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<HashMap<u64, Pending>>,
+    // `None` while disconnected (and after a write was abandoned half-way).
+    writer: tokio::sync::Mutex<Option<WriteHalf<Stream>>>,
+    next_id: AtomicU64,
+    state: watch::Sender<ConnectionState>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<ClientEvent>,
+    max_len: usize,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        // The map holds only senders; a panic elsewhere cannot leave it inconsistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fail_pending(&self) {
+        for (_, pending) in self.pending().drain() {
+            let _ = pending.send(Err(ClientError::Disconnected));
+        }
+    }
+}
+
+/// Removes a request from the pending map however the call ends (answer, timeout, drop).
+struct PendingSlot<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        self.shared.pending().remove(&self.id);
+    }
 }
 
 /// A connection to the agent. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct IpcClient {
-    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
     state: watch::Receiver<ConnectionState>,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
-    events: broadcast::Sender<ClientEvent>,
     request_timeout: Duration,
     driver: JoinHandle<()>,
 }
@@ -242,18 +280,6 @@ pub struct IpcClient {
 impl Drop for IpcClient {
     fn drop(&mut self) {
         self.driver.abort();
-    }
-}
-
-struct Link {
-    writer: WriteHalf<Stream>,
-    inbound: mpsc::Receiver<Result<ServerMsg, FrameError>>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.reader.abort();
     }
 }
 
@@ -265,53 +291,90 @@ impl IpcClient {
     /// [`ClientError::Rejected`] when it refuses us, [`ClientError::Handshake`] when it does not
     /// answer properly.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let (link, welcome) = open(&config, None).await?;
+        let (stream, welcome) = open(&config, None).await?;
         let (state_tx, state) = watch::channel(ConnectionState::Connected {
             session_id: welcome.session_id,
             resumed: welcome.resumed,
         });
-        let (snapshot_tx, snapshot) = watch::channel(Arc::new(welcome.snapshot));
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
-        let (commands, commands_rx) = mpsc::channel(64);
-        let request_timeout = config.request_timeout;
-        let driver = Driver {
-            config,
-            session: welcome.session_id,
+        let (rd, wr) = tokio::io::split(stream);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            writer: tokio::sync::Mutex::new(Some(wr)),
+            next_id: AtomicU64::new(1),
             state: state_tx,
-            snapshot: snapshot_tx,
-            events: events.clone(),
-            commands: commands_rx,
-            pending: HashMap::new(),
-            next_id: 1,
-        };
-        let driver = tokio::spawn(driver.run(link));
-        Ok(Self {
-            commands,
-            state,
-            snapshot,
+            snapshot: watch::channel(Arc::new(welcome.snapshot)).0,
             events,
+            max_len: config.read_limits.max_len,
+        });
+        let request_timeout = config.request_timeout;
+        let driver = tokio::spawn(drive(shared.clone(), config, welcome.session_id, rd));
+        Ok(Self {
+            shared,
+            state,
             request_timeout,
             driver,
         })
     }
 
-    /// Sends `call` and waits for its answer.
+    /// Sends `call` and waits for its answer. While the client is reconnecting the request waits
+    /// (within the request timeout) and is sent once the connection is back.
     ///
     /// # Errors
     /// [`ClientError::Remote`] when the agent answers with an error, [`ClientError::Timeout`],
     /// [`ClientError::Disconnected`], [`ClientError::Closed`].
     pub async fn call(&self, call: Call) -> Result<Reply, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        let exchange = async {
-            self.commands
-                .send(Command::Call { call, reply })
-                .await
-                .map_err(|_| ClientError::Closed)?;
-            answer.await.map_err(|_| ClientError::Closed)?
-        };
-        tokio::time::timeout(self.request_timeout, exchange)
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(
+            &ClientMsg::Request(Request { id, call }),
+            self.shared.max_len,
+        )
+        .map_err(ClientError::Frame)?;
+        tokio::time::timeout(self.request_timeout, self.exchange(id, &frame))
             .await
             .map_err(|_| ClientError::Timeout(self.request_timeout))?
+    }
+
+    async fn exchange(&self, id: u64, frame: &[u8]) -> Result<Reply, ClientError> {
+        let shared = &*self.shared;
+        let mut state = self.state.clone();
+        loop {
+            let closed = state
+                .wait_for(|s| !matches!(s, ConnectionState::Reconnecting { .. }))
+                .await
+                .map_or(true, |s| matches!(*s, ConnectionState::Closed { .. }));
+            if closed {
+                return Err(ClientError::Closed);
+            }
+            let (reply, answer) = oneshot::channel();
+            shared.pending().insert(id, reply);
+            let slot = PendingSlot { shared, id };
+            let mut writer = shared.writer.lock().await;
+            // Taken out while writing: if this future is dropped half-way (timeout), the writer
+            // goes with it rather than leaving a partial frame for the next caller; the agent
+            // then closes the connection at its frame deadline and the client reconnects.
+            let Some(mut wr) = writer.take() else {
+                // The connection is being torn down; wait for the state to move on.
+                drop(writer);
+                drop(slot);
+                state.borrow_and_update();
+                if state.changed().await.is_err() {
+                    return Err(ClientError::Closed);
+                }
+                continue;
+            };
+            let written = write_frame(&mut wr, frame).await;
+            if written.is_ok() {
+                *writer = Some(wr);
+            }
+            drop(writer);
+            if written.is_err() {
+                return Err(ClientError::Disconnected);
+            }
+            let answer = answer.await.unwrap_or(Err(ClientError::Disconnected));
+            drop(slot);
+            return answer;
+        }
     }
 
     /// The agent's current [`Snapshot`].
@@ -355,7 +418,7 @@ impl IpcClient {
     #[must_use]
     pub fn events(&self) -> EventStream {
         EventStream {
-            rx: self.events.subscribe(),
+            rx: self.shared.events.subscribe(),
         }
     }
 
@@ -377,194 +440,138 @@ impl IpcClient {
     /// The latest snapshot (from `Welcome`, updated by `EVENT_LICENSE_STATE`). No I/O.
     #[must_use]
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.borrow().clone()
+        self.shared.snapshot.borrow().clone()
     }
 
     /// Says `Goodbye` and stops the background task.
     pub async fn close(self) {
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::Close { done }).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+        self.driver.abort();
+        let goodbye = encode_frame(&ClientMsg::Goodbye, self.shared.max_len);
+        if let (Ok(frame), Ok(mut writer)) = (goodbye, self.shared.writer.try_lock())
+            && let Some(wr) = writer.as_mut()
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(500), write_frame(wr, &frame)).await;
+            writer.take();
         }
+        self.shared.state.send_replace(ConnectionState::Closed {
+            reason: "closed by the application".into(),
+        });
+        self.shared.fail_pending();
     }
 }
 
 async fn open(
     config: &ClientConfig,
     resume: Option<SessionId>,
-) -> Result<(Link, Welcome), ClientError> {
+) -> Result<(Stream, Welcome), ClientError> {
     let handshake = async {
-        let stream = platform::connect(config.endpoint.path())
+        let mut stream = platform::connect(config.endpoint.path())
             .await
             .map_err(|source| ClientError::Connect {
                 endpoint: config.endpoint.clone(),
                 source,
             })?;
-        let (mut rd, mut writer) = tokio::io::split(stream);
         let hello = ClientMsg::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             app: config.app.clone(),
             resume_session: resume,
         });
         let frame = encode_frame(&hello, config.read_limits.max_len).map_err(ClientError::Frame)?;
-        write_frame(&mut writer, &frame)
+        write_frame(&mut stream, &frame)
             .await
             .map_err(ClientError::Frame)?;
-        let body = read_frame(&mut rd, &config.read_limits)
+        let body = read_frame(&mut stream, &config.read_limits)
             .await
             .map_err(ClientError::Frame)?
             .ok_or(ClientError::Handshake)?;
-        let welcome = match decode_body::<ServerMsg>(&body).map_err(ClientError::Frame)? {
-            ServerMsg::Welcome(welcome) => welcome,
+        match decode_body::<ServerMsg>(&body).map_err(ClientError::Frame)? {
+            ServerMsg::Welcome(welcome) => Ok((stream, welcome)),
             ServerMsg::Rejected(r) if r.code == RejectCode::VersionMismatch => {
-                return Err(ClientError::VersionMismatch {
+                Err(ClientError::VersionMismatch {
                     client: PROTOCOL_VERSION,
                     agent: r.agent_protocol,
                     message: r.message,
-                });
+                })
             }
-            ServerMsg::Rejected(r) => {
-                return Err(ClientError::Rejected {
-                    code: r.code,
-                    message: r.message,
-                });
-            }
-            _ => return Err(ClientError::Handshake),
-        };
-        let (tx, inbound) = mpsc::channel(64);
-        let limits = config.read_limits;
-        let reader = tokio::spawn(async move {
-            loop {
-                let msg = match read_frame(&mut rd, &limits).await {
-                    Ok(Some(body)) => decode_body::<ServerMsg>(&body),
-                    Ok(None) => return,
-                    Err(e) => Err(e),
-                };
-                let failed = msg.is_err();
-                if tx.send(msg).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok((
-            Link {
-                writer,
-                inbound,
-                reader,
-            },
-            welcome,
-        ))
+            ServerMsg::Rejected(r) => Err(ClientError::Rejected {
+                code: r.code,
+                message: r.message,
+            }),
+            _ => Err(ClientError::Handshake),
+        }
     };
     tokio::time::timeout(config.handshake_timeout, handshake)
         .await
         .map_err(|_| ClientError::Handshake)?
 }
 
-struct Driver {
+/// Reads the connection until it ends, then reconnects; forever, until aborted or refused.
+async fn drive(
+    shared: Arc<Shared>,
     config: ClientConfig,
-    session: SessionId,
-    state: watch::Sender<ConnectionState>,
-    snapshot: watch::Sender<Arc<Snapshot>>,
-    events: broadcast::Sender<ClientEvent>,
-    commands: mpsc::Receiver<Command>,
-    pending: HashMap<u64, Pending>,
-    next_id: u64,
-}
-
-enum LinkEnd {
-    Lost(String),
-    Close(Option<oneshot::Sender<()>>),
-}
-
-impl Driver {
-    async fn run(mut self, mut link: Link) {
-        loop {
-            let end = self.serve(&mut link).await;
-            for (_, pending) in self.pending.drain() {
-                let _ = pending.send(Err(ClientError::Disconnected));
+    mut session: SessionId,
+    mut rd: ReadHalf<Stream>,
+) {
+    loop {
+        let reason = read_until_lost(&shared, &config, &mut rd).await;
+        info!(reason = %reason, "connection to the agent lost");
+        // State first, then the writer: a caller that finds no writer sees the state moved on.
+        let Some(backoff) = config.reconnect else {
+            shared
+                .state
+                .send_replace(ConnectionState::Closed { reason });
+            shared.writer.lock().await.take();
+            shared.fail_pending();
+            return;
+        };
+        shared.state.send_replace(ConnectionState::Reconnecting {
+            attempt: 0,
+            reason: reason.clone(),
+        });
+        shared.writer.lock().await.take();
+        shared.fail_pending();
+        match reconnect(&shared, &config, backoff, session, reason).await {
+            Some((stream, welcome)) => {
+                session = welcome.session_id;
+                let (next_rd, wr) = tokio::io::split(stream);
+                rd = next_rd;
+                *shared.writer.lock().await = Some(wr);
+                shared.snapshot.send_replace(Arc::new(welcome.snapshot));
+                shared.state.send_replace(ConnectionState::Connected {
+                    session_id: welcome.session_id,
+                    resumed: welcome.resumed,
+                });
             }
-            let reason = match end {
-                LinkEnd::Close(done) => {
-                    if let Ok(frame) =
-                        encode_frame(&ClientMsg::Goodbye, self.config.read_limits.max_len)
-                    {
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            write_frame(&mut link.writer, &frame),
-                        )
-                        .await;
-                    }
-                    self.state.send_replace(ConnectionState::Closed {
-                        reason: "closed by the application".into(),
-                    });
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                    return;
-                }
-                LinkEnd::Lost(reason) => reason,
-            };
-            drop(link);
-            info!(reason = %reason, "connection to the agent lost");
-            match self.reconnect(reason).await {
-                Some(next) => link = next,
-                None => return,
+            None => {
+                shared.fail_pending();
+                return;
             }
         }
     }
+}
 
-    async fn serve(&mut self, link: &mut Link) -> LinkEnd {
-        loop {
-            tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(Command::Call { call, reply }) => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        let msg = ClientMsg::Request(Request { id, call });
-                        let frame = match encode_frame(&msg, self.config.read_limits.max_len) {
-                            Ok(frame) => frame,
-                            Err(e) => {
-                                let _ = reply.send(Err(ClientError::Frame(e)));
-                                continue;
-                            }
-                        };
-                        self.pending.retain(|_, p| !p.is_closed());
-                        self.pending.insert(id, reply);
-                        let write = tokio::time::timeout(
-                            self.config.request_timeout,
-                            write_frame(&mut link.writer, &frame),
-                        );
-                        match write.await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return LinkEnd::Lost(format!("write failed: {e}")),
-                            Err(_) => return LinkEnd::Lost("agent stopped reading".into()),
-                        }
-                    }
-                    Some(Command::Close { done }) => return LinkEnd::Close(Some(done)),
-                    None => return LinkEnd::Close(None),
-                },
-                msg = link.inbound.recv() => match msg {
-                    Some(Ok(msg)) => {
-                        if let Some(end) = self.on_message(msg) {
-                            return end;
-                        }
-                    }
-                    Some(Err(e)) => return LinkEnd::Lost(format!("bad frame from agent: {e}")),
-                    None => return LinkEnd::Lost("agent closed the connection".into()),
-                },
-            }
-        }
-    }
-
-    fn on_message(&mut self, msg: ServerMsg) -> Option<LinkEnd> {
+async fn read_until_lost(
+    shared: &Shared,
+    config: &ClientConfig,
+    rd: &mut ReadHalf<Stream>,
+) -> String {
+    loop {
+        let msg = match read_frame(rd, &config.read_limits).await {
+            Ok(Some(body)) => match decode_body::<ServerMsg>(&body) {
+                Ok(msg) => msg,
+                Err(e) => return format!("bad message from agent: {e}"),
+            },
+            Ok(None) => return "agent closed the connection".into(),
+            Err(e) => return format!("bad frame from agent: {e}"),
+        };
         match msg {
             ServerMsg::Reply { re, reply } => {
-                if let Some(p) = self.pending.remove(&re) {
+                if let Some(p) = shared.pending().remove(&re) {
                     let _ = p.send(Ok(reply));
                 }
             }
             ServerMsg::Error { re, error } => {
-                if let Some(p) = self.pending.remove(&re) {
+                if let Some(p) = shared.pending().remove(&re) {
                     let _ = p.send(Err(ClientError::Remote(error)));
                 }
             }
@@ -572,74 +579,62 @@ impl Driver {
                 if frame.kind == EventKind::LicenseState.code()
                     && let Ok(Event::LicenseState(state)) = frame.payload.to_event()
                 {
-                    self.snapshot
+                    shared
+                        .snapshot
                         .send_modify(|snap| Arc::make_mut(snap).upsert(state));
                 }
-                let _ = self.events.send(ClientEvent {
+                let _ = shared.events.send(ClientEvent {
                     kind: frame.kind,
                     payload: frame.payload,
                 });
             }
-            ServerMsg::Goodbye { reason } => {
-                return Some(LinkEnd::Lost(format!("agent said goodbye: {reason}")));
-            }
+            ServerMsg::Goodbye { reason } => return format!("agent said goodbye: {reason}"),
             ServerMsg::Welcome(_) | ServerMsg::Rejected(_) => {
-                return Some(LinkEnd::Lost("unexpected handshake message".into()));
+                return "unexpected handshake message".into();
             }
             ServerMsg::Unknown => debug!("ignoring a message type this build does not know"),
         }
-        None
     }
+}
 
-    async fn reconnect(&mut self, mut reason: String) -> Option<Link> {
-        let Some(backoff) = self.config.reconnect else {
-            self.state.send_replace(ConnectionState::Closed { reason });
-            return None;
-        };
-        let mut attempt = 0u32;
-        loop {
-            self.state.send_replace(ConnectionState::Reconnecting {
-                attempt,
-                reason: reason.clone(),
-            });
-            let delay = backoff.delay(attempt, &mut rand::thread_rng());
-            attempt = attempt.saturating_add(1);
-            // Commands wait in the channel meanwhile; only a close (or every handle gone) stops us.
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.state.closed() => return None,
+async fn reconnect(
+    shared: &Shared,
+    config: &ClientConfig,
+    backoff: Backoff,
+    session: SessionId,
+    mut reason: String,
+) -> Option<(Stream, Welcome)> {
+    let mut attempt = 0u32;
+    loop {
+        shared.state.send_replace(ConnectionState::Reconnecting {
+            attempt,
+            reason: reason.clone(),
+        });
+        let delay = backoff.delay(attempt, &mut rand::thread_rng());
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+        match open(config, Some(session)).await {
+            Ok((stream, welcome)) => {
+                info!(session = %welcome.session_id, resumed = welcome.resumed, attempt,
+                    "reconnected to the agent");
+                return Some((stream, welcome));
             }
-            match open(&self.config, Some(self.session)).await {
-                Ok((link, welcome)) => {
-                    info!(session = %welcome.session_id, resumed = welcome.resumed, attempt,
-                        "reconnected to the agent");
-                    self.session = welcome.session_id;
-                    self.snapshot.send_replace(Arc::new(welcome.snapshot));
-                    self.state.send_replace(ConnectionState::Connected {
-                        session_id: welcome.session_id,
-                        resumed: welcome.resumed,
-                    });
-                    return Some(link);
-                }
-                Err(e @ (ClientError::VersionMismatch { .. } | ClientError::Rejected { .. }))
-                    if !matches!(
-                        e,
-                        ClientError::Rejected {
-                            code: RejectCode::TooManyConnections | RejectCode::ShuttingDown,
-                            ..
-                        }
-                    ) =>
-                {
-                    warn!(error = %e, "the agent refused the reconnection; giving up");
-                    self.state.send_replace(ConnectionState::Closed {
-                        reason: e.to_string(),
-                    });
-                    return None;
-                }
-                Err(e) => {
-                    debug!(error = %e, attempt, "reconnect attempt failed");
-                    reason = e.to_string();
-                }
+            Err(
+                e @ (ClientError::VersionMismatch { .. }
+                | ClientError::Rejected {
+                    code: RejectCode::Refused | RejectCode::BadHello | RejectCode::Unknown,
+                    ..
+                }),
+            ) => {
+                warn!(error = %e, "the agent refused the reconnection; giving up");
+                shared.state.send_replace(ConnectionState::Closed {
+                    reason: e.to_string(),
+                });
+                return None;
+            }
+            Err(e) => {
+                debug!(error = %e, attempt, "reconnect attempt failed");
+                reason = e.to_string();
             }
         }
     }

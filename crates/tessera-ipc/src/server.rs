@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -614,8 +615,8 @@ impl Connection {
         let reason = loop {
             tokio::select! {
                 msg = inbound.recv() => match msg {
-                    Some(Inbound::Msg(ClientMsg::Request(Request { id, call }))) => {
-                        self.dispatch(handler, info, outbound, &in_flight, &mut requests, id, call);
+                    Some(Inbound::Msg(ClientMsg::Request(request))) => {
+                        self.dispatch(handler, info, outbound, &in_flight, &mut requests, request);
                     }
                     Some(Inbound::Msg(ClientMsg::Goodbye)) => break CloseReason::Goodbye,
                     Some(Inbound::Msg(ClientMsg::Hello(_))) => {
@@ -637,7 +638,6 @@ impl Connection {
         reason
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dispatch<H: SessionHandler>(
         &self,
         handler: &Arc<H>,
@@ -645,8 +645,7 @@ impl Connection {
         outbound: &mpsc::Sender<Frame>,
         in_flight: &Arc<Semaphore>,
         requests: &mut JoinSet<()>,
-        id: u64,
-        call: Call,
+        Request { id, call }: Request,
     ) {
         if let Call::Subscribe { kinds } = &call {
             let mut reg = self.shared.registry();
@@ -670,21 +669,36 @@ impl Connection {
             return;
         };
         let handler = handler.clone();
+        let session = info.clone();
+        let mut work = Box::pin(async move { handler.request(&session, id, call).await });
+        // Most answers are ready at once (the agent answers from memory): answering inline
+        // saves a task spawn and a wake-up on the hot path. Anything that waits moves to its
+        // own task, which polls it again with a real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(result) = work.as_mut().poll(&mut cx) {
+            drop(permit);
+            self.reply(info, outbound, answer(id, result));
+            return;
+        }
         let info = info.clone();
         let outbound = outbound.clone();
         let shared = self.shared.clone();
         requests.spawn(async move {
-            let msg = match handler.request(&info, id, call).await {
-                Ok(reply) => ServerMsg::Reply { re: id, reply },
-                Err(error) => ServerMsg::Error { re: id, error },
-            };
+            let result = work.await;
             drop(permit);
-            reply_to(&shared, &info, &outbound, &msg);
+            reply_to(&shared, &info, &outbound, &answer(id, result));
         });
     }
 
     fn reply(&self, info: &SessionInfo, outbound: &mpsc::Sender<Frame>, msg: ServerMsg) {
         reply_to(&self.shared, info, outbound, &msg);
+    }
+}
+
+fn answer(re: u64, result: Result<Reply, RemoteError>) -> ServerMsg {
+    match result {
+        Ok(reply) => ServerMsg::Reply { re, reply },
+        Err(error) => ServerMsg::Error { re, error },
     }
 }
 

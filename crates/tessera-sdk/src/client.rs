@@ -33,9 +33,9 @@ use crate::sinks::{EventSink, InsideCallback, LogSink, Sinks};
 use crate::view::{LinkStatus, View, ViewCell};
 
 /// Longest product id, application name, version, feature name or message accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 256;
+pub const TESSERA_MAX_NAME_LEN: usize = 256;
 /// Longest License content, code, path or device info accepted, in bytes (an IPC frame is 64 KiB).
-pub const MAX_TEXT_LEN: usize = 48 * 1024;
+pub const TESSERA_MAX_TEXT_LEN: usize = 48 * 1024;
 
 /// How a [`Client`] is set up.
 #[derive(Debug, Clone)]
@@ -259,9 +259,9 @@ impl Client {
                 "the product id is empty",
             ));
         }
-        validate("the product id", &options.product_id, MAX_NAME_LEN)?;
-        validate("the application name", &options.app_name, MAX_NAME_LEN)?;
-        validate("the application version", &options.app_version, MAX_NAME_LEN)?;
+        validate("the product id", &options.product_id, TESSERA_MAX_NAME_LEN)?;
+        validate("the application name", &options.app_name, TESSERA_MAX_NAME_LEN)?;
+        validate("the application version", &options.app_version, TESSERA_MAX_NAME_LEN)?;
         let spawn_failed = |e: std::io::Error| {
             SdkError::new(
                 tessera_result::TESSERA_AGENT_ERROR,
@@ -360,7 +360,7 @@ impl Client {
     /// # Errors
     /// `TESSERA_FEATURE_NOT_LICENSED`, `TESSERA_NO_SEAT`, a blocking reason, or a link error.
     pub fn checkout(&self, feature: &str) -> Result<LeaseHandle, SdkError> {
-        validate("the feature name", feature, MAX_NAME_LEN)?;
+        validate("the feature name", feature, TESSERA_MAX_NAME_LEN)?;
         let result = self.ask(|answer| Command::Checkout {
             feature: feature.to_owned(),
             answer,
@@ -393,8 +393,8 @@ impl Client {
         file_name: Option<&str>,
         dev_info: &str,
     ) -> Result<(), SdkError> {
-        validate("the device info", dev_info, MAX_TEXT_LEN)?;
-        validate("the file name", file_name.unwrap_or(""), MAX_TEXT_LEN)?;
+        validate("the device info", dev_info, TESSERA_MAX_TEXT_LEN)?;
+        validate("the file name", file_name.unwrap_or(""), TESSERA_MAX_TEXT_LEN)?;
         self.ack(Call::RequestLicense {
             kind,
             file_name: file_name.map(str::to_owned),
@@ -407,7 +407,7 @@ impl Client {
     /// # Errors
     /// A link error or the agent's refusal (an invalid License: `TESSERA_INVALID_PARAMETER`).
     pub fn import_license_file(&self, path: &str) -> Result<(), SdkError> {
-        validate("the path", path, MAX_TEXT_LEN)?;
+        validate("the path", path, TESSERA_MAX_TEXT_LEN)?;
         self.ack(Call::ImportLicense {
             product_id: Some(self.options.product_id.clone()),
             source: LicenseSource::Path {
@@ -421,7 +421,7 @@ impl Client {
     /// # Errors
     /// As [`Client::import_license_file`].
     pub fn import_license_string(&self, content: &str) -> Result<(), SdkError> {
-        validate("the License", content, MAX_TEXT_LEN)?;
+        validate("the License", content, TESSERA_MAX_TEXT_LEN)?;
         self.ack(Call::ImportLicense {
             product_id: Some(self.options.product_id.clone()),
             source: LicenseSource::Content {
@@ -435,7 +435,7 @@ impl Client {
     /// # Errors
     /// A link error or the agent's refusal.
     pub fn verify_notify(&self, ok: bool, message: &str) -> Result<(), SdkError> {
-        validate("the message", message, MAX_TEXT_LEN)?;
+        validate("the message", message, TESSERA_MAX_TEXT_LEN)?;
         self.ack(Call::LicenseVerifyNotify {
             ok,
             message: message.to_owned(),
@@ -452,8 +452,8 @@ impl Client {
         dev_info: &str,
         file_name: Option<&str>,
     ) -> Result<(), SdkError> {
-        validate("the device info", dev_info, MAX_TEXT_LEN)?;
-        validate("the file name", file_name.unwrap_or(""), MAX_TEXT_LEN)?;
+        validate("the device info", dev_info, TESSERA_MAX_TEXT_LEN)?;
+        validate("the file name", file_name.unwrap_or(""), TESSERA_MAX_TEXT_LEN)?;
         self.ack(Call::TrialExpired {
             kind,
             dev_info: dev_info.to_owned(),
@@ -482,7 +482,7 @@ impl Client {
     /// # Errors
     /// A link error or the agent's refusal.
     pub fn activate_code(&self, code: &str) -> Result<(), SdkError> {
-        validate("the code", code, MAX_NAME_LEN)?;
+        validate("the code", code, TESSERA_MAX_NAME_LEN)?;
         if code.trim().is_empty() {
             return Err(SdkError::new(
                 tessera_result::TESSERA_INVALID_PARAMETER,
@@ -942,15 +942,14 @@ impl Io {
                 if let Some(ipc) = self.ipc.clone() {
                     self.adopt_snapshot(&ipc, true);
                 }
-                if !resumed {
-                    // A restarted agent has forgotten our leases: renew, or take them anew.
-                    let handles: Vec<LeaseHandle> = self.leases.keys().copied().collect();
-                    for handle in handles {
-                        if let Some(held) = self.leases.get_mut(&handle) {
-                            held.busy = false;
-                        }
-                        self.renew(handle);
+                // Even a resumed session may come from a restarted agent that has forgotten our
+                // leases: renew each now, and take a new seat where the agent no longer knows it.
+                let handles: Vec<LeaseHandle> = self.leases.keys().copied().collect();
+                for handle in handles {
+                    if let Some(held) = self.leases.get_mut(&handle) {
+                        held.busy = false;
                     }
+                    self.renew(handle);
                 }
             }
             ConnectionState::Reconnecting { reason, .. } => {
