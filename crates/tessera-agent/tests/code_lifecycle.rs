@@ -94,7 +94,7 @@ async fn expired_then_renewed_then_released() {
     assert!(app.checkout("solver").await.is_ok());
 
     env.sim.release_code(&code, true).unwrap();
-    env.clock.advance(Duration::minutes(2));
+    env.clock.advance(Duration::days(1));
     app.checkout("solver").await.ok();
     env.agent().tick().await;
     let ps = env.state();

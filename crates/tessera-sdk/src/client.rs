@@ -312,6 +312,9 @@ impl Client {
     /// The last connection failure (`TESSERA_AGENT_UNAVAILABLE`, `TESSERA_PROTOCOL_MISMATCH`,
     /// `TESSERA_REFUSED`, …) when not connected within `timeout`.
     pub fn connect(&self, timeout: Duration) -> Result<(), SdkError> {
+        if self.link() == LinkStatus::Connected {
+            return Ok(());
+        }
         let (answer, rx) = sync_channel(1);
         self.commands
             .send(Command::Connect(answer))
