@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
-use serde::{Deserialize, Serialize};
 use koogallery::callback_sig::{AccessKey, SignatureParams};
 use koogallery::wire::{CallbackRequest, CallbackResponse};
+use serde::{Deserialize, Serialize};
 use tessera_types::{IsvResultCode, KooTime, SharedClock};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -614,7 +614,13 @@ impl CallbackDriver {
         self.bump();
     }
 
-    async fn run(self, id: u64, callback: Callback, schedule: RetrySchedule, hook: Option<SettleHook>) {
+    async fn run(
+        self,
+        id: u64,
+        callback: Callback,
+        schedule: RetrySchedule,
+        hook: Option<SettleHook>,
+    ) {
         let mut shutdown = self.inner.shutdown.clone();
         let pause = schedule.interval.div_f64(self.inner.time_scale);
         for number in 1..=schedule.max_attempts.max(1) {
@@ -649,7 +655,11 @@ impl CallbackDriver {
             r.outcome = CallbackOutcome::GaveUp;
             r.notes.extend(note);
         });
-        tracing::warn!(id, activity = callback.activity(), "callback schedule exhausted; giving up");
+        tracing::warn!(
+            id,
+            activity = callback.activity(),
+            "callback schedule exhausted; giving up"
+        );
     }
 
     async fn attempt(

@@ -40,10 +40,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KOOGALLERY_SIM_PRIMARY", default_value = "127.0.0.1:8443")]
     pub primary: SocketAddr,
     /// Fallback host listener (`mkt.myhuaweicloud.cn`).
-    #[arg(long, env = "KOOGALLERY_SIM_FALLBACK", default_value = "127.0.0.1:8444")]
+    #[arg(
+        long,
+        env = "KOOGALLERY_SIM_FALLBACK",
+        default_value = "127.0.0.1:8444"
+    )]
     pub fallback: SocketAddr,
     /// State directory: test CA, server certificate, manifest signing key.
-    #[arg(long, env = "KOOGALLERY_SIM_STATE_DIR", default_value = "koogallery-sim-state")]
+    #[arg(
+        long,
+        env = "KOOGALLERY_SIM_STATE_DIR",
+        default_value = "koogallery-sim-state"
+    )]
     pub state_dir: PathBuf,
     /// Extra certificate names besides localhost/127.0.0.1/::1 (repeatable).
     #[arg(long = "name", env = "KOOGALLERY_SIM_NAMES", value_delimiter = ',',
@@ -83,13 +91,21 @@ pub struct CallArgs {
     #[arg(long)]
     pub body: Option<String>,
     /// Base URL of the emulator.
-    #[arg(long, env = "KOOGALLERY_SIM_URL", default_value = "https://127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "KOOGALLERY_SIM_URL",
+        default_value = "https://127.0.0.1:8443"
+    )]
     pub url: String,
     /// CA to trust (default: `<state-dir>/ca.pem`).
     #[arg(long)]
     pub ca: Option<PathBuf>,
     /// State directory (to find `ca.pem`).
-    #[arg(long, env = "KOOGALLERY_SIM_STATE_DIR", default_value = "koogallery-sim-state")]
+    #[arg(
+        long,
+        env = "KOOGALLERY_SIM_STATE_DIR",
+        default_value = "koogallery-sim-state"
+    )]
     pub state_dir: PathBuf,
     /// Access key to sign with.
     #[arg(long, env = "KOOGALLERY_SIM_AK", default_value = DEFAULT_ACCESS_KEY)]
@@ -122,21 +138,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }];
     config.time_scale = args.time_scale;
     config.seed_mock_orders = !args.no_mock_orders;
-    config.isv = match (&args.isv_url, &args.isv_access_key) {
-        (Some(url), Some(key)) => Some(IsvEndpoint {
-            url: url.clone(),
-            access_key: key.clone(),
-            extra_ca_pem: match &args.isv_ca {
-                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the ISV CA file {}", path.display())
-                })?),
-                None => None,
-            },
-        }),
-        (None, None) => None,
-        _ => bail!("--isv-url and --isv-access-key go together"),
-    };
-    let sim = Sim::start(config).await.context("cannot start the emulator")?;
+    config.isv =
+        match (&args.isv_url, &args.isv_access_key) {
+            (Some(url), Some(key)) => Some(IsvEndpoint {
+                url: url.clone(),
+                access_key: key.clone(),
+                extra_ca_pem: match &args.isv_ca {
+                    Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the ISV CA file {}", path.display())
+                    })?),
+                    None => None,
+                },
+            }),
+            (None, None) => None,
+            _ => bail!("--isv-url and --isv-access-key go together"),
+        };
+    let sim = Sim::start(config)
+        .await
+        .context("cannot start the emulator")?;
     let ca = sim.ca_path();
     let ca = ca.canonicalize().unwrap_or(ca);
     let sk_note = if args.sk == DEFAULT_SECRET_KEY {
@@ -147,13 +166,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("koogallery-sim is up");
     println!("  primary   {}", sim.primary_url());
     println!("  fallback  {}", sim.fallback_url());
-    println!("  CA        {}  (trust this file; see README)", ca.display());
+    println!(
+        "  CA        {}  (trust this file; see README)",
+        ca.display()
+    );
     println!("  AK        {}", args.ak);
     println!("  {sk_note}");
     println!("  control   {}/sim/control/info", sim.primary_url());
     println!(
         "  ISV       {}",
-        args.isv_url.as_deref().unwrap_or("(none: callbacks are logged as failed)")
+        args.isv_url
+            .as_deref()
+            .unwrap_or("(none: callbacks are logged as failed)")
     );
     println!("try, from another shell:");
     println!(
@@ -175,7 +199,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
-    let base = url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
+    let base =
+        url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
     let full = base
         .join(&args.path)
         .with_context(|| format!("{:?} is not a path", args.path))?;

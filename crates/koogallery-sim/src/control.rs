@@ -4,6 +4,9 @@
 //! Errors are `{"error": <kind>, "message": …}` with 400 (invalid), 404 (unknown id) or 409 (the
 //! object's state does not allow the operation).
 
+// Handlers return the finished answer as their error: it is built once and sent as is.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -48,7 +51,10 @@ pub(crate) fn router() -> Router<Core> {
         .route("/instances/{instance_id}/freeze", post(freeze_instance))
         .route("/instances/{instance_id}/unfreeze", post(unfreeze_instance))
         .route("/instances/{instance_id}/release", post(release_instance))
-        .route("/instances/{instance_id}/fingerprint", post(submit_fingerprint))
+        .route(
+            "/instances/{instance_id}/fingerprint",
+            post(submit_fingerprint),
+        )
         .route("/instances/{instance_id}/license", get(instance_license))
         .route("/events/{event_id}", get(get_event))
         .route("/buyers/{customer_id}/token", get(buyer_token))
@@ -57,7 +63,10 @@ pub(crate) fn router() -> Router<Core> {
         .route("/isv", put(set_isv).delete(clear_isv).get(get_isv))
         .route("/clock", get(get_clock).put(set_clock))
         .route("/clock/advance", post(advance_clock))
-        .route("/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/faults/hosts", put(set_host_faults))
         .route("/faults/{id}", delete(remove_fault))
         .route("/heartbeat-extra", put(set_heartbeat_extra))
@@ -84,7 +93,11 @@ pub(crate) fn market_error(e: &MarketError) -> Response {
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     if body.len() > MAX_CONTROL_BODY {
-        return Err(own_error(413, "too_large", "the request body exceeds 1 MiB"));
+        return Err(own_error(
+            413,
+            "too_large",
+            "the request body exceeds 1 MiB",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| own_error(400, "invalid_json", e.to_string()))
 }
@@ -148,17 +161,27 @@ struct IssueCode {
     order_line_id: Option<String>,
 }
 
-async fn issue_code(State(core): State<Core>, Path(order_id): Path<String>, body: Bytes) -> Response {
+async fn issue_code(
+    State(core): State<Core>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let req: IssueCode = match parse_or_default(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    ok(201, handle(&core).issue_code(&order_id, req.order_line_id.as_deref()))
+    ok(
+        201,
+        handle(&core).issue_code(&order_id, req.order_line_id.as_deref()),
+    )
 }
 
 async fn get_code(State(core): State<Core>, Path(code): Path<String>) -> Response {
     let found = handle(&core).code(&code);
-    ok(200, found.ok_or(MarketError::UnknownCode(crate::redact(&code))))
+    ok(
+        200,
+        found.ok_or(MarketError::UnknownCode(crate::redact(&code))),
+    )
 }
 
 async fn accept_code(State(core): State<Core>, Path(code): Path<String>) -> Response {
@@ -225,7 +248,11 @@ async fn unfreeze_instance(State(core): State<Core>, Path(id): Path<String>) -> 
     ok(200, handle(&core).set_instance_frozen(&id, false))
 }
 
-async fn release_instance(State(core): State<Core>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn release_instance(
+    State(core): State<Core>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let req: Release = match parse_or_default(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -233,7 +260,11 @@ async fn release_instance(State(core): State<Core>, Path(id): Path<String>, body
     ok(200, handle(&core).release_instance(&id, req.unsubscribe))
 }
 
-async fn submit_fingerprint(State(core): State<Core>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn submit_fingerprint(
+    State(core): State<Core>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let req: LicenseRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -246,10 +277,17 @@ async fn instance_license(State(core): State<Core>, Path(id): Path<String>) -> R
     let status = h.instance(&id).map(|i| i.status);
     match (status, h.delivered_license(&id)) {
         (None, _) => market_error(&MarketError::UnknownInstance(id)),
-        (Some(_), None) => own_error(404, "not_delivered", "no License has been delivered for this instance yet"),
+        (Some(_), None) => own_error(
+            404,
+            "not_delivered",
+            "no License has been delivered for this instance yet",
+        ),
         (Some(status), Some(event)) => {
             let status = serde_json::to_value(status).ok();
-            json_response(200, &crate::routes::delivery_json(&event, status.as_ref().and_then(Value::as_str)))
+            json_response(
+                200,
+                &crate::routes::delivery_json(&event, status.as_ref().and_then(Value::as_str)),
+            )
         }
     }
 }
@@ -263,7 +301,10 @@ async fn buyer_token(State(core): State<Core>, Path(customer_id): Path<String>) 
     if customer_id.is_empty() || customer_id.len() > crate::market::MAX_ID_LEN {
         return own_error(400, "invalid", "customer id must be 1 to 64 characters");
     }
-    json_response(200, &json!({"customerId": customer_id, "token": handle(&core).buyer_token(&customer_id)}))
+    json_response(
+        200,
+        &json!({"customerId": customer_id, "token": handle(&core).buyer_token(&customer_id)}),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,7 +313,10 @@ struct CallbackFilter {
     subject: Option<String>,
 }
 
-async fn list_callbacks(State(core): State<Core>, Query(filter): Query<CallbackFilter>) -> Response {
+async fn list_callbacks(
+    State(core): State<Core>,
+    Query(filter): Query<CallbackFilter>,
+) -> Response {
     let records: Vec<_> = handle(&core)
         .callbacks()
         .into_iter()
@@ -309,7 +353,10 @@ async fn clear_isv(State(core): State<Core>) -> Response {
 
 async fn get_isv(State(core): State<Core>) -> Response {
     let endpoint = core.driver.endpoint();
-    json_response(200, &json!({"url": endpoint.as_ref().map(|e| e.url.clone())}))
+    json_response(
+        200,
+        &json!({"url": endpoint.as_ref().map(|e| e.url.clone())}),
+    )
 }
 
 fn clock_json(core: &Core) -> Value {
@@ -406,7 +453,11 @@ async fn set_heartbeat_extra(State(core): State<Core>, body: Bytes) -> Response 
     json_response(200, &json!({"ok": true}))
 }
 
-async fn publish_manifest(State(core): State<Core>, Path(product_id): Path<String>, body: Bytes) -> Response {
+async fn publish_manifest(
+    State(core): State<Core>,
+    Path(product_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let spec: ManifestSpec = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,

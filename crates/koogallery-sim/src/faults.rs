@@ -258,7 +258,10 @@ mod tests {
     fn counted_rules_retire_and_latency_adds_up() {
         let faults = Faults::default();
         faults
-            .add(FaultRule::new("license.*", FaultAction::Latency { millis: 5 }))
+            .add(FaultRule::new(
+                "license.*",
+                FaultAction::Latency { millis: 5 },
+            ))
             .unwrap();
         faults
             .add(FaultRule::new("*", FaultAction::Latency { millis: 7 }))
@@ -271,7 +274,12 @@ mod tests {
         assert_eq!(first.action, Some(FaultAction::RateLimited));
         let second = faults.decide("license.heartbeat.v1", HostRole::Primary);
         assert_eq!(second.action, None);
-        assert_eq!(faults.decide("order.query", HostRole::Primary).latency_millis, 7);
+        assert_eq!(
+            faults
+                .decide("order.query", HostRole::Primary)
+                .latency_millis,
+            7
+        );
         assert_eq!(faults.snapshot().rules.len(), 2);
     }
 

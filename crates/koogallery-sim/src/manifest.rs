@@ -164,8 +164,11 @@ impl ManifestSigner {
             let pem = std::fs::read_to_string(&path).map_err(ManifestError::Io)?;
             return Self::from_pem(&pem);
         }
-        let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits).map_err(ManifestError::Generate)?;
-        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(ManifestError::BadKey)?;
+        let key =
+            RsaPrivateKey::new(&mut rand::thread_rng(), bits).map_err(ManifestError::Generate)?;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(ManifestError::BadKey)?;
         write_atomically(&path, pem.as_bytes()).map_err(ManifestError::Io)?;
         Self::new(key)
     }
@@ -205,7 +208,10 @@ impl ManifestSigner {
 ///
 /// # Errors
 /// When the envelope is malformed, the signature fails or the payload is not a format-1 payload.
-pub fn verify(manifest: &SignedManifest, public: &RsaPublicKey) -> Result<ManifestPayload, ManifestError> {
+pub fn verify(
+    manifest: &SignedManifest,
+    public: &RsaPublicKey,
+) -> Result<ManifestPayload, ManifestError> {
     if manifest.format != MANIFEST_FORMAT || manifest.alg != MANIFEST_ALG {
         return Err(ManifestError::Malformed("unknown format or algorithm"));
     }
@@ -220,7 +226,8 @@ pub fn verify(manifest: &SignedManifest, public: &RsaPublicKey) -> Result<Manife
     VerifyingKey::<Sha256>::new(public.clone())
         .verify(&bytes, &signature)
         .map_err(|_| ManifestError::BadSignature)?;
-    let payload: ManifestPayload = serde_json::from_slice(&bytes).map_err(ManifestError::Payload)?;
+    let payload: ManifestPayload =
+        serde_json::from_slice(&bytes).map_err(ManifestError::Payload)?;
     if payload.format != MANIFEST_FORMAT {
         return Err(ManifestError::Malformed("payload format differs"));
     }

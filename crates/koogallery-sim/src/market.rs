@@ -583,6 +583,14 @@ pub struct LicenseRequest {
     pub expire_time: Option<KooTime>,
 }
 
+/// A mock order: id, type, charging mode, period.
+type MockOrder = (
+    &'static str,
+    OrderType,
+    ChargingMode,
+    Option<(PeriodType, u32)>,
+);
+
 /// The books.
 #[derive(Debug, Default)]
 pub struct Market {
@@ -624,14 +632,19 @@ impl Market {
     pub fn with_mock_orders(now: OffsetDateTime) -> Self {
         let mut market = Self::new();
         let created = now - Duration::days(1);
-        let mocks: [(&str, OrderType, ChargingMode, Option<(PeriodType, u32)>); 9] = [
+        let mocks: [MockOrder; 9] = [
             (
                 "MOCKPERIODYEARNEW",
                 OrderType::New,
                 ChargingMode::Period,
                 Some((PeriodType::Year, 1)),
             ),
-            ("MOCKONETIMENEW", OrderType::New, ChargingMode::OneTime, None),
+            (
+                "MOCKONETIMENEW",
+                OrderType::New,
+                ChargingMode::OneTime,
+                None,
+            ),
             ("MOCKONDEMAND", OrderType::New, ChargingMode::OnDemand, None),
             (
                 "MOCKONDEMANDPKG",
@@ -738,7 +751,10 @@ impl Market {
         let customer_id = req.customer_id.as_deref().unwrap_or(DEFAULT_CUSTOMER_ID);
         check_id("customer_id", customer_id)?;
         let charging_mode = req.charging_mode.unwrap_or(ChargingMode::Period);
-        let periodic = matches!(charging_mode, ChargingMode::Period | ChargingMode::OnDemandPkg);
+        let periodic = matches!(
+            charging_mode,
+            ChargingMode::Period | ChargingMode::OnDemandPkg
+        );
         let (period_type, period_number) = if periodic {
             (
                 Some(req.period_type.unwrap_or(PeriodType::Year)),
@@ -788,11 +804,12 @@ impl Market {
         };
         self.buyer_token(customer_id);
         self.orders.insert(order_id.clone(), order.clone());
-        let callback = (req.model == LicenseModel::OnlineLicense).then(|| Callback::NewInstance {
-            order_id,
-            order_line_id: line.order_line_id,
-            test: req.test,
-        });
+        let callback =
+            (req.model == LicenseModel::OnlineLicense).then_some(Callback::NewInstance {
+                order_id,
+                order_line_id: line.order_line_id,
+                test: req.test,
+            });
         Ok((order, callback))
     }
 
@@ -894,7 +911,11 @@ impl Market {
     ///
     /// # Errors
     /// Unknown code, or already accepted.
-    pub fn accept_code(&mut self, code: &str, now: OffsetDateTime) -> Result<AuthCode, MarketError> {
+    pub fn accept_code(
+        &mut self,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<AuthCode, MarketError> {
         let auth = self.code_mut(code, now)?;
         if auth.state != CodeState::Unreceived {
             return Err(not_allowed("accept", code, auth.state));
@@ -1072,9 +1093,10 @@ impl Market {
             sku_code: template
                 .as_ref()
                 .map_or_else(|| format!("{product_id}-SKU"), |l| l.sku_code.clone()),
-            product_name: template
-                .as_ref()
-                .map_or_else(|| format!("Product {product_id}"), |l| l.product_name.clone()),
+            product_name: template.as_ref().map_or_else(
+                || format!("Product {product_id}"),
+                |l| l.product_name.clone(),
+            ),
             linear_value: template.as_ref().map_or(1, |l| l.linear_value),
             instance_id: template.and_then(|l| l.instance_id),
         };
@@ -1113,7 +1135,10 @@ impl Market {
         if auth.state == CodeState::Released {
             return Err(not_allowed("renew", code, auth.state));
         }
-        let product_id = renewal.product_id.clone().unwrap_or(auth.product_id.clone());
+        let product_id = renewal
+            .product_id
+            .clone()
+            .unwrap_or(auth.product_id.clone());
         check_id("product_id", &product_id)?;
         let new_expiry = renewal.expire_time.datetime();
         let order = self.follow_up_order(
@@ -1157,7 +1182,11 @@ impl Market {
     ///
     /// # Errors
     /// Unknown code, or a code that is not ALIVE.
-    pub fn expire_code(&mut self, code: &str, now: OffsetDateTime) -> Result<AuthCode, MarketError> {
+    pub fn expire_code(
+        &mut self,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<AuthCode, MarketError> {
         let auth = self.code_mut(code, now)?;
         if auth.state != CodeState::Alive {
             return Err(not_allowed("expire", code, auth.state));
@@ -1578,7 +1607,11 @@ mod tests {
             let order = market.order(id).unwrap();
             assert_eq!(order.lines[0].order_line_id, format!("{id}-000001"));
         }
-        assert!(market.order("MOCKONETIMENEW").unwrap().lines[0].expire_time.is_none());
+        assert!(
+            market.order("MOCKONETIMENEW").unwrap().lines[0]
+                .expire_time
+                .is_none()
+        );
         assert_eq!(
             market.order("MOCKPERIODDAYTRIAL").unwrap().order_type,
             OrderType::Trial
@@ -1613,9 +1646,15 @@ mod tests {
         assert_eq!(m.heartbeat(&codes, false, t0()).unwrap()[0].status, "ALIVE");
         // A year later the code has expired by itself.
         let later = t0() + Duration::days(400);
-        assert_eq!(m.heartbeat(&codes, false, later).unwrap()[0].status, "EXPIRED");
+        assert_eq!(
+            m.heartbeat(&codes, false, later).unwrap()[0].status,
+            "EXPIRED"
+        );
         let (_, cb) = m.freeze_code(&auth.code, later).unwrap();
-        assert!(matches!(cb, Callback::UpdateLicenseCodeStatus { freeze: true, .. }));
+        assert!(matches!(
+            cb,
+            Callback::UpdateLicenseCodeStatus { freeze: true, .. }
+        ));
         let (renewed, cbs) = m
             .renew_code(
                 &auth.code,
@@ -1641,7 +1680,10 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(m.heartbeat(&codes, false, later).unwrap()[0].status, "RELEASED");
+        assert_eq!(
+            m.heartbeat(&codes, false, later).unwrap()[0].status,
+            "RELEASED"
+        );
         assert!(m.release_code(&auth.code, false, later).is_err());
     }
 
@@ -1700,10 +1742,19 @@ mod tests {
         assert!(matches!(cb, Some(Callback::NewInstance { .. })));
         assert!(m.issue_code(&order.order_id, None).is_err());
         let line = order.lines[0].order_line_id.clone();
-        assert_eq!(m.register_instance(&order.order_id, &line, "inst-1").unwrap(), None);
-        assert_eq!(m.register_instance(&order.order_id, &line, "inst-1").unwrap(), None);
         assert_eq!(
-            m.register_instance(&order.order_id, &line, "inst-2").unwrap(),
+            m.register_instance(&order.order_id, &line, "inst-1")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            m.register_instance(&order.order_id, &line, "inst-1")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            m.register_instance(&order.order_id, &line, "inst-2")
+                .unwrap(),
             Some("inst-1".to_owned())
         );
         let req = LicenseRequest {
@@ -1712,7 +1763,13 @@ mod tests {
             expire_time: None,
         };
         let (event, cb) = m.request_license("inst-1", &req, t0()).unwrap();
-        assert!(matches!(cb, Callback::GetLicenseAsync { expire_time: Some(_), .. }));
+        assert!(matches!(
+            cb,
+            Callback::GetLicenseAsync {
+                expire_time: Some(_),
+                ..
+            }
+        ));
         assert!(m.latest_delivery("inst-1").is_none());
         m.store_delivery(
             &event.event_id,
@@ -1723,9 +1780,15 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(m.latest_delivery("inst-1").unwrap().event_id, event.event_id);
+        assert_eq!(
+            m.latest_delivery("inst-1").unwrap().event_id,
+            event.event_id
+        );
         assert!(matches!(
-            m.store_delivery("EVNOPE", m.event(&event.event_id).unwrap().delivery.clone().unwrap()),
+            m.store_delivery(
+                "EVNOPE",
+                m.event(&event.event_id).unwrap().delivery.clone().unwrap()
+            ),
             Err(MarketError::UnknownEvent(_))
         ));
         m.set_instance_frozen("inst-1", true).unwrap();
@@ -1759,8 +1822,12 @@ mod tests {
         let refused = m.record_usage(vec![(a.code.clone(), entries.clone())], t0());
         assert_eq!(refused, vec![a.code.clone()]);
         m.accept_code(&a.code, t0()).unwrap();
-        m.activate(&[a.code.clone()], None, false, t0()).unwrap();
-        assert!(m.record_usage(vec![(a.code.clone(), entries)], t0()).is_empty());
+        m.activate(std::slice::from_ref(&a.code), None, false, t0())
+            .unwrap();
+        assert!(
+            m.record_usage(vec![(a.code.clone(), entries)], t0())
+                .is_empty()
+        );
         assert_eq!(m.usage(&a.code).len(), 1);
     }
 

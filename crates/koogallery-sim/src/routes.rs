@@ -13,6 +13,9 @@
 //! | `delivery` | `/sim/delivery/...` |
 //! | `updates` | `/sim/updates/...` |
 
+// Handlers return the finished answer as their error: it is built once and sent as is.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +26,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use koogallery::wire::{
-    ActivateBatchRequest, ActivateData, ActivateRequest, HeartbeatBatchData,
-    HeartbeatBatchRequest, HeartbeatRequest, IsvUpdateFileReq, LicenseApiResponse,
-    LicenseCodeInfo, LicenseInfo, OrderQueryResponse, UploadKind, UsageInfoRequest,
+    ActivateBatchRequest, ActivateData, ActivateRequest, HeartbeatBatchData, HeartbeatBatchRequest,
+    HeartbeatRequest, IsvUpdateFileReq, LicenseApiResponse, LicenseCodeInfo, LicenseInfo,
+    OrderQueryResponse, UploadKind, UsageInfoRequest,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -51,8 +54,14 @@ pub(crate) fn router(core: Core) -> Router {
     Router::new()
         .route(&format!("{OPEN_API}/v1/license/activate"), any(activate_v1))
         .route(&format!("{OPEN_API}/v2/license/activate"), any(activate_v2))
-        .route(&format!("{OPEN_API}/v1/license/heartbeat"), any(heartbeat_v1))
-        .route(&format!("{OPEN_API}/v2/license/heartbeat"), any(heartbeat_v2))
+        .route(
+            &format!("{OPEN_API}/v1/license/heartbeat"),
+            any(heartbeat_v1),
+        )
+        .route(
+            &format!("{OPEN_API}/v2/license/heartbeat"),
+            any(heartbeat_v2),
+        )
         .route(
             &format!("{OPEN_API}/v2/license/software-usage-info"),
             any(usage_info),
@@ -77,13 +86,20 @@ pub(crate) fn router(core: Core) -> Router {
         .nest("/sim/control", crate::control::router())
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(core.clone(), stamp_date))
+        .layer(axum::middleware::from_fn_with_state(
+            core.clone(),
+            stamp_date,
+        ))
         .with_state(core)
 }
 
 /// Every answer carries `Date` from the marketplace's clock (clients use it as trusted time, so
 /// moving the emulator's clock must show there too) and `Server`.
-async fn stamp_date(State(core): State<Core>, req: Request, next: axum::middleware::Next) -> Response {
+async fn stamp_date(
+    State(core): State<Core>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
     let mut response = next.run(req).await;
     let date = koogallery::client::http_date(core.now());
     if let Ok(v) = HeaderValue::from_str(&date) {
@@ -160,7 +176,12 @@ async fn unknown_route(req: Request) -> Response {
 }
 
 /// Applies route faults; `Err` is the answer to send instead of handling the request.
-async fn apply_faults(core: &SimCore, ctx: &ConnCtx, route: &str, family: Family) -> Result<(), Response> {
+async fn apply_faults(
+    core: &SimCore,
+    ctx: &ConnCtx,
+    route: &str,
+    family: Family,
+) -> Result<(), Response> {
     let decision = core.faults.decide(route, ctx.role);
     if decision.latency_millis > 0 {
         tokio::time::sleep(Duration::from_millis(decision.latency_millis)).await;
@@ -198,7 +219,8 @@ async fn apply_faults(core: &SimCore, ctx: &ConnCtx, route: &str, family: Family
                 Family::Own => own_error(status, "injected", "injected fault"),
             },
             None => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 status.into_response()
             }
         }),
@@ -265,7 +287,10 @@ fn json_body<T: serde::de::DeserializeOwned>(
         ));
     }
     let value: Value = serde_json::from_slice(body).map_err(|_| {
-        license_error(LicenseApiCode::MessageNotReadable, "req message is not readable")
+        license_error(
+            LicenseApiCode::MessageNotReadable,
+            "req message is not readable",
+        )
     })?;
     let parsed: T = serde_json::from_value(value).map_err(|e| {
         license_error(
@@ -297,7 +322,15 @@ fn code_info(auth: &crate::market::AuthCode) -> LicenseCodeInfo {
 }
 
 async fn activate_v1(State(core): State<Core>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "license.activate.v1", Family::License, Method::POST, req).await {
+    let (parts, body) = match gateway(
+        &core,
+        "license.activate.v1",
+        Family::License,
+        Method::POST,
+        req,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -306,7 +339,12 @@ async fn activate_v1(State(core): State<Core>, req: Request) -> Response {
         Err(r) => return r,
     };
     let now = core.now();
-    let result = lock(&core.market).activate(&[req.license.clone()], req.real_effect_time, false, now);
+    let result = lock(&core.market).activate(
+        std::slice::from_ref(&req.license),
+        req.real_effect_time,
+        false,
+        now,
+    );
     match result {
         Ok(done) => {
             tracing::info!(code = %crate::redact(&req.license), "code activated");
@@ -318,7 +356,15 @@ async fn activate_v1(State(core): State<Core>, req: Request) -> Response {
 }
 
 async fn activate_v2(State(core): State<Core>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "license.activate.v2", Family::License, Method::POST, req).await {
+    let (parts, body) = match gateway(
+        &core,
+        "license.activate.v2",
+        Family::License,
+        Method::POST,
+        req,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -341,7 +387,13 @@ fn license_info(core: &SimCore, report: CodeStatusReport) -> LicenseInfo {
     for (k, v) in lock(&core.heartbeat_extra).iter() {
         extra.insert(k.clone(), v.clone());
     }
-    for fixed in ["license_code", "status", "activate_time", "expire_time", "product_id"] {
+    for fixed in [
+        "license_code",
+        "status",
+        "activate_time",
+        "expire_time",
+        "product_id",
+    ] {
         extra.remove(fixed);
     }
     LicenseInfo {
@@ -355,7 +407,15 @@ fn license_info(core: &SimCore, report: CodeStatusReport) -> LicenseInfo {
 }
 
 async fn heartbeat_v1(State(core): State<Core>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "license.heartbeat.v1", Family::License, Method::POST, req).await {
+    let (parts, body) = match gateway(
+        &core,
+        "license.heartbeat.v1",
+        Family::License,
+        Method::POST,
+        req,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -367,9 +427,10 @@ async fn heartbeat_v1(State(core): State<Core>, req: Request) -> Response {
     let result = lock(&core.market).heartbeat(&[req.license], false, now);
     match result {
         Ok(mut reports) => match reports.pop() {
-            Some(report) => {
-                json_response(200, &LicenseApiResponse::success(Some(license_info(&core, report))))
-            }
+            Some(report) => json_response(
+                200,
+                &LicenseApiResponse::success(Some(license_info(&core, report))),
+            ),
             None => license_error(LicenseApiCode::InternalError, "internal error"),
         },
         Err(r) => refusal(r),
@@ -377,11 +438,20 @@ async fn heartbeat_v1(State(core): State<Core>, req: Request) -> Response {
 }
 
 async fn heartbeat_v2(State(core): State<Core>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "license.heartbeat.v2", Family::License, Method::POST, req).await {
+    let (parts, body) = match gateway(
+        &core,
+        "license.heartbeat.v2",
+        Family::License,
+        Method::POST,
+        req,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let req: HeartbeatBatchRequest = match json_body(&parts, &body, HeartbeatBatchRequest::validate) {
+    let req: HeartbeatBatchRequest = match json_body(&parts, &body, HeartbeatBatchRequest::validate)
+    {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -390,7 +460,10 @@ async fn heartbeat_v2(State(core): State<Core>, req: Request) -> Response {
     match result {
         Ok(reports) => {
             let data = HeartbeatBatchData {
-                license_info_list: reports.into_iter().map(|r| license_info(&core, r)).collect(),
+                license_info_list: reports
+                    .into_iter()
+                    .map(|r| license_info(&core, r))
+                    .collect(),
             };
             json_response(200, &LicenseApiResponse::success(Some(data)))
         }
@@ -399,10 +472,11 @@ async fn heartbeat_v2(State(core): State<Core>, req: Request) -> Response {
 }
 
 async fn usage_info(State(core): State<Core>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "license.usage", Family::License, Method::POST, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (parts, body) =
+        match gateway(&core, "license.usage", Family::License, Method::POST, req).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let req: UsageInfoRequest = match json_body(&parts, &body, UsageInfoRequest::validate) {
         Ok(r) => r,
         Err(r) => return r,
@@ -431,7 +505,8 @@ async fn usage_info(State(core): State<Core>, req: Request) -> Response {
 }
 
 async fn order_query(State(core): State<Core>, req: Request) -> Response {
-    let (parts, _body) = match gateway(&core, "order.query", Family::Order, Method::GET, req).await {
+    let (parts, _body) = match gateway(&core, "order.query", Family::Order, Method::GET, req).await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -441,17 +516,31 @@ async fn order_query(State(core): State<Core>, req: Request) -> Response {
         match k.as_ref() {
             "orderId" => order_id = Some(v.into_owned()),
             "orderLineId" => line_id = Some(v.into_owned()),
-            _ => return mkt_error(MktCode::InvalidParameter, format!("Invalid parameter: unknown parameter {k:?}")),
+            _ => {
+                return mkt_error(
+                    MktCode::InvalidParameter,
+                    format!("Invalid parameter: unknown parameter {k:?}"),
+                );
+            }
         }
     }
     let Some(order_id) = order_id.filter(|o| !o.is_empty()) else {
-        return mkt_error(MktCode::InvalidParameter, "Invalid parameter: orderId is mandatory");
+        return mkt_error(
+            MktCode::InvalidParameter,
+            "Invalid parameter: orderId is mandatory",
+        );
     };
     if order_id.chars().count() > 64 || line_id.as_ref().is_some_and(|l| l.chars().count() > 64) {
-        return mkt_error(MktCode::InputFailure, "Failure of input parameter: longer than 64 characters");
+        return mkt_error(
+            MktCode::InputFailure,
+            "Failure of input parameter: longer than 64 characters",
+        );
     }
     let Some(order) = lock(&core.market).order(&order_id).cloned() else {
-        return mkt_error(MktCode::InputFailure, "Failure of input parameter: order not found");
+        return mkt_error(
+            MktCode::InputFailure,
+            "Failure of input parameter: order not found",
+        );
     };
     let lines: Vec<_> = order
         .lines
@@ -459,7 +548,10 @@ async fn order_query(State(core): State<Core>, req: Request) -> Response {
         .filter(|l| line_id.as_ref().is_none_or(|id| &l.order_line_id == id))
         .collect();
     if lines.is_empty() {
-        return mkt_error(MktCode::InputFailure, "Failure of input parameter: order line not found");
+        return mkt_error(
+            MktCode::InputFailure,
+            "Failure of input parameter: order line not found",
+        );
     }
     let info = koogallery::wire::OrderInfo {
         order_id: order.order_id.clone(),
@@ -505,20 +597,39 @@ async fn order_query(State(core): State<Core>, req: Request) -> Response {
 }
 
 async fn upload(State(core): State<Core>, Path(event_id): Path<String>, req: Request) -> Response {
-    let (parts, body) = match gateway(&core, "market_event.upload", Family::License, Method::POST, req).await {
+    let (parts, body) = match gateway(
+        &core,
+        "market_event.upload",
+        Family::License,
+        Method::POST,
+        req,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
     if let Err(e) = koogallery::wire::event::validate_event_id(&event_id) {
-        return license_error(LicenseApiCode::ReqParamInvalid, format!("req param is invalid: {e}"));
+        return license_error(
+            LicenseApiCode::ReqParamInvalid,
+            format!("req param is invalid: {e}"),
+        );
     }
     if !content_type(&parts.headers).starts_with("multipart/form-data") {
-        return license_error(LicenseApiCode::ContentTypeNotSupported, "Content type not supported");
+        return license_error(
+            LicenseApiCode::ContentTypeNotSupported,
+            "Content type not supported",
+        );
     }
     let request = Request::from_parts(parts, Body::from(body));
     let mut multipart = match axum::extract::Multipart::from_request(request, &()).await {
         Ok(m) => m,
-        Err(_) => return license_error(LicenseApiCode::MessageNotReadable, "req message is not readable"),
+        Err(_) => {
+            return license_error(
+                LicenseApiCode::MessageNotReadable,
+                "req message is not readable",
+            );
+        }
     };
     let mut descriptor: Option<Bytes> = None;
     let mut file: Option<(String, Bytes)> = None;
@@ -528,7 +639,10 @@ async fn upload(State(core): State<Core>, Path(event_id): Path<String>, req: Req
                 let name = field.name().unwrap_or("").to_owned();
                 let file_name = field.file_name().unwrap_or("").to_owned();
                 let Ok(bytes) = field.bytes().await else {
-                    return license_error(LicenseApiCode::MessageNotReadable, "req message is not readable");
+                    return license_error(
+                        LicenseApiCode::MessageNotReadable,
+                        "req message is not readable",
+                    );
                 };
                 match name.as_str() {
                     "isvUpdateFileReq" => descriptor = Some(bytes),
@@ -538,29 +652,55 @@ async fn upload(State(core): State<Core>, Path(event_id): Path<String>, req: Req
                 }
             }
             Ok(None) => break,
-            Err(_) => return license_error(LicenseApiCode::MessageNotReadable, "req message is not readable"),
+            Err(_) => {
+                return license_error(
+                    LicenseApiCode::MessageNotReadable,
+                    "req message is not readable",
+                );
+            }
         }
     }
     let Some(descriptor) = descriptor else {
-        return license_error(LicenseApiCode::ReqParamInvalid, "req param is invalid: isvUpdateFileReq is mandatory");
+        return license_error(
+            LicenseApiCode::ReqParamInvalid,
+            "req param is invalid: isvUpdateFileReq is mandatory",
+        );
     };
     let req: IsvUpdateFileReq = match serde_json::from_slice(&descriptor) {
         Ok(r) => r,
-        Err(_) => return license_error(LicenseApiCode::MessageNotReadable, "req message is not readable"),
+        Err(_) => {
+            return license_error(
+                LicenseApiCode::MessageNotReadable,
+                "req message is not readable",
+            );
+        }
     };
     if let Err(e) = req.validate() {
-        return license_error(LicenseApiCode::ReqParamInvalid, format!("req param is invalid: {e}"));
+        return license_error(
+            LicenseApiCode::ReqParamInvalid,
+            format!("req param is invalid: {e}"),
+        );
     }
     let now = core.now();
     let delivery = match req.kind {
         UploadKind::File => {
             let Some((part_name, bytes)) = file else {
-                return license_error(LicenseApiCode::ReqParamInvalid, "req param is invalid: the file part is mandatory for FILE");
+                return license_error(
+                    LicenseApiCode::ReqParamInvalid,
+                    "req param is invalid: the file part is mandatory for FILE",
+                );
             };
             if !req.matches_file(&bytes) {
-                return license_error(LicenseApiCode::InvalidParam, "invalid param: sha256 does not match the file");
+                return license_error(
+                    LicenseApiCode::InvalidParam,
+                    "invalid param: sha256 does not match the file",
+                );
             }
-            let file_name = req.file_name.clone().filter(|n| !n.is_empty()).unwrap_or(part_name);
+            let file_name = req
+                .file_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(part_name);
             Delivery {
                 sha256: hex::encode(Sha256::digest(&bytes)),
                 payload: LicensePayload::File {
@@ -585,9 +725,10 @@ async fn upload(State(core): State<Core>, Path(event_id): Path<String>, req: Req
             tracing::info!(event_id = %event.event_id, instance_id = %event.instance_id, "License uploaded");
             json_response(200, &LicenseApiResponse::<Value>::success(None))
         }
-        Err(MarketError::UnknownEvent(_)) => {
-            license_error(LicenseApiCode::InvalidParam, "invalid param: unknown event_id")
-        }
+        Err(MarketError::UnknownEvent(_)) => license_error(
+            LicenseApiCode::InvalidParam,
+            "invalid param: unknown event_id",
+        ),
         Err(e) => license_error(LicenseApiCode::InvalidParam, e.to_string()),
     }
 }
@@ -603,7 +744,11 @@ fn buyer(core: &SimCore, headers: &HeaderMap) -> Result<String, Response> {
         .map(str::trim)
         .unwrap_or("");
     if token.is_empty() || token.len() > 128 {
-        return Err(own_error(401, "unauthorized", "a buyer token is required (Authorization: Bearer …)"));
+        return Err(own_error(
+            401,
+            "unauthorized",
+            "a buyer token is required (Authorization: Bearer …)",
+        ));
     }
     lock(&core.market)
         .buyer_of_token(token)
@@ -612,7 +757,11 @@ fn buyer(core: &SimCore, headers: &HeaderMap) -> Result<String, Response> {
 }
 
 /// The delivery channel's fault check (route `delivery`).
-async fn delivery_gate(core: &SimCore, headers: &HeaderMap, ctx: Option<&ConnCtx>) -> Result<String, Response> {
+async fn delivery_gate(
+    core: &SimCore,
+    headers: &HeaderMap,
+    ctx: Option<&ConnCtx>,
+) -> Result<String, Response> {
     if let Some(ctx) = ctx {
         apply_faults(core, ctx, "delivery", Family::Own).await?;
     }
@@ -665,31 +814,48 @@ async fn delivery_instances(State(core): State<Core>, req: Request) -> Response 
         .filter_map(|l| l.instance_id)
         .filter_map(|id| market.instance(&id).cloned())
         .filter(|i| i.customer_id == buyer)
-        .map(|i| json!({"instanceId": i.instance_id, "productId": i.product_id, "status": i.status,
-            "expireTime": i.expire_time.map(|t| KooTime::new(t).format_compact())}))
+        .map(|i| {
+            json!({"instanceId": i.instance_id, "productId": i.product_id, "status": i.status,
+            "expireTime": i.expire_time.map(|t| KooTime::new(t).format_compact())})
+        })
         .collect();
     json_response(200, &json!({"instances": instances}))
 }
 
-async fn delivery_license(State(core): State<Core>, Path(instance_id): Path<String>, req: Request) -> Response {
+async fn delivery_license(
+    State(core): State<Core>,
+    Path(instance_id): Path<String>,
+    req: Request,
+) -> Response {
     let buyer = match delivery_gate(&core, req.headers(), req.extensions().get::<ConnCtx>()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     let market = lock(&core.market);
     // Another buyer's instance answers exactly like a missing one: ids are not confirmed.
-    let Some(instance) = market.instance(&instance_id).filter(|i| i.customer_id == buyer) else {
+    let Some(instance) = market
+        .instance(&instance_id)
+        .filter(|i| i.customer_id == buyer)
+    else {
         return own_error(404, "not_found", "no such instance for this buyer");
     };
     let status = serde_json::to_value(instance.status).ok();
     let status = status.as_ref().and_then(Value::as_str);
     match market.latest_delivery(&instance_id) {
         Some(event) => json_response(200, &delivery_json(event, status)),
-        None => own_error(404, "not_delivered", "no License has been delivered for this instance yet"),
+        None => own_error(
+            404,
+            "not_delivered",
+            "no License has been delivered for this instance yet",
+        ),
     }
 }
 
-async fn delivery_event(State(core): State<Core>, Path(event_id): Path<String>, req: Request) -> Response {
+async fn delivery_event(
+    State(core): State<Core>,
+    Path(event_id): Path<String>,
+    req: Request,
+) -> Response {
     let buyer = match delivery_gate(&core, req.headers(), req.extensions().get::<ConnCtx>()).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -704,13 +870,20 @@ async fn delivery_event(State(core): State<Core>, Path(event_id): Path<String>, 
     match found {
         Some((event, instance)) => {
             let status = serde_json::to_value(instance.status).ok();
-            json_response(200, &delivery_json(event, status.as_ref().and_then(Value::as_str)))
+            json_response(
+                200,
+                &delivery_json(event, status.as_ref().and_then(Value::as_str)),
+            )
         }
         None => own_error(404, "not_found", "no such event for this buyer"),
     }
 }
 
-async fn delivery_request(State(core): State<Core>, Path(instance_id): Path<String>, req: Request) -> Response {
+async fn delivery_request(
+    State(core): State<Core>,
+    Path(instance_id): Path<String>,
+    req: Request,
+) -> Response {
     let buyer = match delivery_gate(&core, req.headers(), req.extensions().get::<ConnCtx>()).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -741,7 +914,11 @@ async fn delivery_request(State(core): State<Core>, Path(instance_id): Path<Stri
 
 // ---- update manifests (the emulator's own)
 
-async fn manifest(State(core): State<Core>, Path(product_id): Path<String>, req: Request) -> Response {
+async fn manifest(
+    State(core): State<Core>,
+    Path(product_id): Path<String>,
+    req: Request,
+) -> Response {
     if let Some(ctx) = req.extensions().get::<ConnCtx>()
         && let Err(r) = apply_faults(&core, ctx, "updates", Family::Own).await
     {
@@ -749,7 +926,11 @@ async fn manifest(State(core): State<Core>, Path(product_id): Path<String>, req:
     }
     match lock(&core.manifests).get(&product_id) {
         Some(m) => json_response(200, &m.signed),
-        None => own_error(404, "not_found", "no manifest is published for this product"),
+        None => own_error(
+            404,
+            "not_found",
+            "no manifest is published for this product",
+        ),
     }
 }
 

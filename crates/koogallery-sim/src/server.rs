@@ -122,10 +122,11 @@ async fn serve_connection(
         peer,
         drop_now: drop_now.clone(),
     };
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ctx.clone());
-        router.clone().oneshot(req.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ctx.clone());
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
     let builder = Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
     tokio::select! {

@@ -25,8 +25,8 @@ use crate::manifest::{
     ManifestSpec, SignedManifest,
 };
 use crate::market::{
-    AuthCode, Instance, LicenseRequest, Market, MarketError, MarketEvent, NewOrder, Order,
-    Renewal, UsageReport,
+    AuthCode, Instance, LicenseRequest, Market, MarketError, MarketEvent, NewOrder, Order, Renewal,
+    UsageReport,
 };
 use crate::tls::{SimPki, TlsSetupError};
 
@@ -118,7 +118,10 @@ impl SimConfig {
             state_dir: state_dir.into(),
             primary_addr: loopback,
             fallback_addr: loopback,
-            server_names: DEFAULT_EXTRA_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+            server_names: DEFAULT_EXTRA_NAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             credentials: vec![ApiCredential {
                 access_key: DEFAULT_ACCESS_KEY.to_owned(),
                 secret_key: DEFAULT_SECRET_KEY.to_owned(),
@@ -212,7 +215,9 @@ impl SimCore {
             } => {
                 let core = Arc::downgrade(self);
                 let (order_id, line) = (order_id.clone(), order_line_id.clone());
-                Some(Box::new(move |answer| new_instance_settled(&core, &order_id, &line, answer)))
+                Some(Box::new(move |answer| {
+                    new_instance_settled(&core, &order_id, &line, answer)
+                }))
             }
             _ => None,
         };
@@ -341,7 +346,9 @@ impl Sim {
             shutdown_rx.clone(),
             tokio::runtime::Handle::current(),
         );
-        driver.set_endpoint(config.isv.clone()).map_err(SimError::Endpoint)?;
+        driver
+            .set_endpoint(config.isv.clone())
+            .map_err(SimError::Endpoint)?;
         let market = if config.seed_mock_orders {
             Market::with_mock_orders(clock.now())
         } else {
@@ -569,7 +576,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// Unknown order/line, or a Model B order.
-    pub fn issue_code(&self, order_id: &str, order_line_id: Option<&str>) -> Result<AuthCode, MarketError> {
+    pub fn issue_code(
+        &self,
+        order_id: &str,
+        order_line_id: Option<&str>,
+    ) -> Result<AuthCode, MarketError> {
         self.market().issue_code(order_id, order_line_id)
     }
 
@@ -601,7 +612,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::renew_code`].
-    pub fn renew_code(&self, code: &str, renewal: &Renewal) -> Result<Outcome<AuthCode>, MarketError> {
+    pub fn renew_code(
+        &self,
+        code: &str,
+        renewal: &Renewal,
+    ) -> Result<Outcome<AuthCode>, MarketError> {
         let now = self.now();
         let (auth, cbs) = self.market().renew_code(code, renewal, now)?;
         Ok(self.sent(auth, cbs))
@@ -640,7 +655,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::release_code`].
-    pub fn release_code(&self, code: &str, unsubscribe: bool) -> Result<Outcome<AuthCode>, MarketError> {
+    pub fn release_code(
+        &self,
+        code: &str,
+        unsubscribe: bool,
+    ) -> Result<Outcome<AuthCode>, MarketError> {
         let now = self.now();
         let (auth, cb) = self.market().release_code(code, unsubscribe, now)?;
         Ok(self.sent(auth, vec![cb]))
@@ -662,7 +681,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::renew_instance`].
-    pub fn renew_instance(&self, instance_id: &str, renewal: &Renewal) -> Result<Outcome<Instance>, MarketError> {
+    pub fn renew_instance(
+        &self,
+        instance_id: &str,
+        renewal: &Renewal,
+    ) -> Result<Outcome<Instance>, MarketError> {
         let now = self.now();
         let (inst, cbs) = self.market().renew_instance(instance_id, renewal, now)?;
         Ok(self.sent(inst, cbs))
@@ -672,7 +695,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::set_instance_frozen`].
-    pub fn set_instance_frozen(&self, instance_id: &str, freeze: bool) -> Result<Outcome<Instance>, MarketError> {
+    pub fn set_instance_frozen(
+        &self,
+        instance_id: &str,
+        freeze: bool,
+    ) -> Result<Outcome<Instance>, MarketError> {
         let (inst, cb) = self.market().set_instance_frozen(instance_id, freeze)?;
         Ok(self.sent(inst, vec![cb]))
     }
@@ -681,9 +708,15 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::release_instance`].
-    pub fn release_instance(&self, instance_id: &str, unsubscribe: bool) -> Result<Outcome<Instance>, MarketError> {
+    pub fn release_instance(
+        &self,
+        instance_id: &str,
+        unsubscribe: bool,
+    ) -> Result<Outcome<Instance>, MarketError> {
         let now = self.now();
-        let (inst, cb) = self.market().release_instance(instance_id, unsubscribe, now)?;
+        let (inst, cb) = self
+            .market()
+            .release_instance(instance_id, unsubscribe, now)?;
         Ok(self.sent(inst, vec![cb]))
     }
 
@@ -691,7 +724,11 @@ impl SimHandle {
     ///
     /// # Errors
     /// See [`Market::request_license`].
-    pub fn request_license(&self, instance_id: &str, req: &LicenseRequest) -> Result<Outcome<MarketEvent>, MarketError> {
+    pub fn request_license(
+        &self,
+        instance_id: &str,
+        req: &LicenseRequest,
+    ) -> Result<Outcome<MarketEvent>, MarketError> {
         let now = self.now();
         let (event, cb) = self.market().request_license(instance_id, req, now)?;
         Ok(self.sent(event, vec![cb]))
@@ -777,12 +814,20 @@ impl SimHandle {
     ///
     /// # Errors
     /// When the product id is invalid or signing fails.
-    pub fn publish_manifest(&self, product_id: &str, spec: ManifestSpec) -> Result<SignedManifest, ManifestError> {
+    pub fn publish_manifest(
+        &self,
+        product_id: &str,
+        spec: ManifestSpec,
+    ) -> Result<SignedManifest, ManifestError> {
         if product_id.is_empty() || product_id.len() > crate::market::MAX_ID_LEN {
-            return Err(ManifestError::Malformed("product id must be 1 to 64 characters"));
+            return Err(ManifestError::Malformed(
+                "product id must be 1 to 64 characters",
+            ));
         }
         let mut manifests = lock(&self.core.manifests);
-        let sequence = manifests.get(product_id).map_or(1, |m| m.payload.sequence + 1);
+        let sequence = manifests
+            .get(product_id)
+            .map_or(1, |m| m.payload.sequence + 1);
         let payload = ManifestPayload {
             format: MANIFEST_FORMAT.to_owned(),
             product_id: product_id.to_owned(),
@@ -804,7 +849,9 @@ impl SimHandle {
     /// The manifest served for a product.
     #[must_use]
     pub fn manifest(&self, product_id: &str) -> Option<SignedManifest> {
-        lock(&self.core.manifests).get(product_id).map(|m| m.signed.clone())
+        lock(&self.core.manifests)
+            .get(product_id)
+            .map(|m| m.signed.clone())
     }
 
     /// The manifest signing public key (SPKI PEM).

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -83,7 +83,9 @@ pub struct SimPki {
 
 impl std::fmt::Debug for SimPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimPki").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SimPki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,12 +122,13 @@ impl SimPki {
                 what: "generate the CA key",
                 source,
             })?;
-            let cert = ca_params()
-                .self_signed(&key)
-                .map_err(|source| TlsSetupError::Certificate {
-                    what: "self-sign the CA",
-                    source,
-                })?;
+            let cert =
+                ca_params()
+                    .self_signed(&key)
+                    .map_err(|source| TlsSetupError::Certificate {
+                        what: "self-sign the CA",
+                        source,
+                    })?;
             write(&ca_key_path, key.serialize_pem().as_bytes())?;
             write(&ca_path, cert.pem().as_bytes())?;
             (cert.pem(), key)
@@ -161,12 +164,13 @@ impl SimPki {
             what: "generate the untrusted CA key",
             source,
         })?;
-        let rogue_ca = ca_params()
-            .self_signed(&rogue_key)
-            .map_err(|source| TlsSetupError::Certificate {
-                what: "self-sign the untrusted CA",
-                source,
-            })?;
+        let rogue_ca =
+            ca_params()
+                .self_signed(&rogue_key)
+                .map_err(|source| TlsSetupError::Certificate {
+                    what: "self-sign the untrusted CA",
+                    source,
+                })?;
         let rogue_issuer = Issuer::new(ca_params(), rogue_key);
         let (rogue_leaf_pem, rogue_leaf_key_pem) = issue_leaf(&names, &rogue_issuer)?;
         let rogue_chain = format!("{rogue_leaf_pem}{}", rogue_ca.pem());

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 
 use common::{Script, client, control, https, isv, short, start_with, within};
 use koogallery::wire::CallbackRequest;
-use koogallery_sim::{CallbackOutcome, LicenseModel, LicenseRequest, NewOrder, RenewScene, Renewal};
+use koogallery_sim::{
+    CallbackOutcome, LicenseModel, LicenseRequest, NewOrder, RenewScene, Renewal,
+};
 use tessera_types::KooTime;
 use time::Duration;
 
@@ -20,9 +22,12 @@ async fn new_instance_is_signed_retried_on_schedule_and_registers_the_instance()
     let mut req = NewOrder::yearly(LicenseModel::OnlineLicense, "P-B");
     req.test = true;
     let created = sim.create_order(&req).unwrap();
-    let record = within("newInstance", sim.callback_settled(created.callback_id.unwrap()))
-        .await
-        .unwrap();
+    let record = within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(record.activity, "newInstance");
     assert_eq!(
@@ -31,17 +36,34 @@ async fn new_instance_is_signed_retried_on_schedule_and_registers_the_instance()
             result_code: "000000".to_owned()
         }
     );
-    let offsets: Vec<u64> = record.attempts.iter().map(|a| a.nominal_offset_secs).collect();
+    let offsets: Vec<u64> = record
+        .attempts
+        .iter()
+        .map(|a| a.nominal_offset_secs)
+        .collect();
     assert_eq!(offsets, vec![0, 120, 240, 360]);
     assert_eq!(record.attempts[0].http_status, Some(500));
     assert!(!record.attempts[0].accepted && record.attempts[3].accepted);
-    assert!(record.attempts[3].answer.as_deref().unwrap().contains("instanceId"));
+    assert!(
+        record.attempts[3]
+            .answer
+            .as_deref()
+            .unwrap()
+            .contains("instanceId")
+    );
 
     let received = receiver.received();
     assert_eq!(received.len(), 4);
-    assert!(received.iter().all(|r| r.verified), "every attempt carries a valid signature");
+    assert!(
+        received.iter().all(|r| r.verified),
+        "every attempt carries a valid signature"
+    );
     let nonces: HashSet<_> = received.iter().map(|r| r.query.clone()).collect();
-    assert_eq!(nonces.len(), 4, "fresh signature parameters on every attempt");
+    assert_eq!(
+        nonces.len(),
+        4,
+        "fresh signature parameters on every attempt"
+    );
     let business_ids: HashSet<String> = received
         .iter()
         .map(|r| match &r.request {
@@ -58,7 +80,9 @@ async fn new_instance_is_signed_retried_on_schedule_and_registers_the_instance()
     assert!(body.starts_with(r#"{"activity":"newInstance","businessId":""#));
     assert_eq!(record.attempts[3].body, body);
 
-    let instance = sim.instance(&format!("inst-{}", created.order.order_id)).unwrap();
+    let instance = sim
+        .instance(&format!("inst-{}", created.order.order_id))
+        .unwrap();
     assert_eq!(instance.order_id, created.order.order_id);
 }
 
@@ -78,10 +102,21 @@ async fn model_a_callbacks_give_up_after_sixty_attempts() {
     assert_eq!(record.activity, "releaseLicenseCode");
     assert_eq!(record.outcome, CallbackOutcome::GaveUp);
     assert_eq!(record.attempts.len(), 60);
-    assert_eq!(record.attempts.last().unwrap().nominal_offset_secs, 59 * 120);
-    assert!(record.attempts.iter().all(|a| a.result_code.as_deref() == Some("000005")));
+    assert_eq!(
+        record.attempts.last().unwrap().nominal_offset_secs,
+        59 * 120
+    );
+    assert!(
+        record
+            .attempts
+            .iter()
+            .all(|a| a.result_code.as_deref() == Some("000005"))
+    );
     assert_eq!(receiver.received().len(), 60);
-    assert!(!record.subject.contains(&code), "codes are redacted in the log");
+    assert!(
+        !record.subject.contains(&code),
+        "codes are redacted in the log"
+    );
 }
 
 #[tokio::test]
@@ -92,9 +127,12 @@ async fn an_undeliverable_new_instance_fails_the_order() {
     let created = sim
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "P-B"))
         .unwrap();
-    let record = within("newInstance", sim.callback_settled(created.callback_id.unwrap()))
-        .await
-        .unwrap();
+    let record = within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(record.outcome, CallbackOutcome::GaveUp);
     assert_eq!(record.attempts.len(), 5);
     assert!(record.notes[0].contains("unsubscribed"));
@@ -105,10 +143,19 @@ async fn an_undeliverable_new_instance_fails_the_order() {
     let created = sim
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "P-B"))
         .unwrap();
-    let record = within("newInstance", sim.callback_settled(created.callback_id.unwrap()))
-        .await
-        .unwrap();
-    assert!(record.attempts[0].error.as_deref().unwrap().contains("no ISV"));
+    let record = within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        record.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no ISV")
+    );
 }
 
 #[tokio::test]
@@ -126,7 +173,11 @@ async fn lifecycle_operations_send_every_documented_activity() {
     let created = sim
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "P-B"))
         .unwrap();
-    within("newInstance", sim.callback_settled(created.callback_id.unwrap())).await;
+    within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await;
     let inst = format!("inst-{}", created.order.order_id);
     sim.renew_instance(&inst, &later(800)).unwrap();
     sim.set_instance_frozen(&inst, true).unwrap();
@@ -164,11 +215,22 @@ async fn lifecycle_operations_send_every_documented_activity() {
     within("idle", sim.callbacks_idle()).await;
 
     let log = sim.callbacks();
-    assert!(log.iter().all(|r| matches!(r.outcome, CallbackOutcome::Delivered { .. })));
+    assert!(
+        log.iter()
+            .all(|r| matches!(r.outcome, CallbackOutcome::Delivered { .. }))
+    );
     let mut activities: Vec<&str> = log.iter().map(|r| r.activity.as_str()).collect();
     activities.sort_unstable();
     activities.dedup();
-    assert_eq!(activities, CallbackRequest::ACTIVITIES.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        activities,
+        CallbackRequest::ACTIVITIES
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
     let received = receiver.received();
     assert!(received.iter().all(|r| r.verified && r.request.is_some()));
     let get = received
@@ -179,12 +241,18 @@ async fn lifecycle_operations_send_every_documented_activity() {
         })
         .unwrap();
     assert_eq!(get.device_fingerprint.as_deref(), Some("AA:BB|D||C"));
-    assert!(get.expire_time.is_some(), "periodic products carry an expiry");
+    assert!(
+        get.expire_time.is_some(),
+        "periodic products carry an expiry"
+    );
     let raw = received
         .iter()
         .find(|r| matches!(r.request, Some(CallbackRequest::GetLicenseAsync(_))))
         .unwrap();
-    assert!(String::from_utf8_lossy(&raw.body).contains(" z\""), "spaced time format");
+    assert!(
+        String::from_utf8_lossy(&raw.body).contains(" z\""),
+        "spaced time format"
+    );
     // renew after freeze sends refreshLicenseCode then UNFREEZE.
     let code_calls: Vec<String> = received
         .iter()
@@ -206,7 +274,11 @@ async fn delivered_licenses_reach_the_buyer_through_the_delivery_channel() {
     let mut req = NewOrder::yearly(LicenseModel::OnlineLicense, "P-B");
     req.customer_id = Some("acme".to_owned());
     let created = sim.create_order(&req).unwrap();
-    within("newInstance", sim.callback_settled(created.callback_id.unwrap())).await;
+    within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await;
     let inst = format!("inst-{}", created.order.order_id);
     let http = https(&sim);
     let base = sim.primary_url();
@@ -214,7 +286,9 @@ async fn delivered_licenses_reach_the_buyer_through_the_delivery_channel() {
 
     // The buyer asks for a License the way ISCDesk would.
     let answer: serde_json::Value = http
-        .post(format!("{base}/sim/delivery/instances/{inst}/license-requests"))
+        .post(format!(
+            "{base}/sim/delivery/instances/{inst}/license-requests"
+        ))
         .bearer_auth(&token)
         .json(&serde_json::json!({"device_fingerprint": "AA:BB|D||C"}))
         .send()

@@ -25,18 +25,36 @@ async fn control_api_drives_a_code_through_its_lifecycle() {
     let code = code["code"].as_str().unwrap().to_owned();
     assert!(code.starts_with("PL"));
     let (status, accepted) = control(&sim, "POST", &format!("/codes/{code}/accept"), None).await;
-    assert_eq!((status, accepted["state"].as_str()), (200, Some("RECEIVED")));
+    assert_eq!(
+        (status, accepted["state"].as_str()),
+        (200, Some("RECEIVED"))
+    );
     let (status, again) = control(&sim, "POST", &format!("/codes/{code}/accept"), None).await;
-    assert_eq!((status, again["error"].as_str()), (409, Some("not_allowed")));
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (409, Some("not_allowed"))
+    );
     let (status, _) = control(&sim, "POST", "/codes/PLNOPE/accept", None).await;
     assert_eq!(status, 404);
     let (status, bad) = control(&sim, "POST", "/orders", Some(json!({"model": "x"}))).await;
     assert_eq!((status, bad["error"].as_str()), (400, Some("invalid_json")));
 
-    let (status, clock) = control(&sim, "POST", "/clock/advance", Some(json!({"seconds": 3600}))).await;
+    let (status, clock) = control(
+        &sim,
+        "POST",
+        "/clock/advance",
+        Some(json!({"seconds": 3600})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(clock["offsetSeconds"], 3600);
-    let (status, clock) = control(&sim, "PUT", "/clock", Some(json!({"now": "20300101000000"}))).await;
+    let (status, clock) = control(
+        &sim,
+        "PUT",
+        "/clock",
+        Some(json!({"now": "20300101000000"})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(clock["now"], "20300101000000");
 
@@ -73,7 +91,10 @@ async fn update_manifests_verify_with_the_published_key() {
         .send()
         .await
         .unwrap();
-    let key_id = key_response.headers()["x-key-id"].to_str().unwrap().to_owned();
+    let key_id = key_response.headers()["x-key-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let pem = key_response.text().await.unwrap();
     let public = RsaPublicKey::from_public_key_pem(&pem).unwrap();
     let envelope: koogallery_sim::SignedManifest = http
@@ -99,7 +120,11 @@ async fn update_manifests_verify_with_the_published_key() {
     tampered.payload = engine.encode(bytes);
     assert!(koogallery_sim::manifest::verify(&tampered, &public).is_err());
 
-    let missing = http.get(format!("{base}/sim/updates/P2/manifest")).send().await.unwrap();
+    let missing = http
+        .get(format!("{base}/sim/updates/P2/manifest"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
 
@@ -127,7 +152,11 @@ async fn the_call_subcommand_signs_a_request_that_the_emulator_accepts() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.starts_with("HTTP 200"), "{stdout}");
     assert!(stdout.contains(r#""orderId":"MOCKONDEMAND""#), "{stdout}");
     sim.set_time(sim_now);

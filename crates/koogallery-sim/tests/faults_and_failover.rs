@@ -39,7 +39,10 @@ async fn primary_down_moves_the_client_to_the_fallback_host() {
     let answer = client.query_order(&mock_query()).await.unwrap();
     assert_eq!(answer.served_by, ServedBy::Fallback);
     assert_eq!(answer.data.order_id, "MOCKPERIODYEARNEW");
-    let fresh = common::client(&sim).query_order(&mock_query()).await.unwrap();
+    let fresh = common::client(&sim)
+        .query_order(&mock_query())
+        .await
+        .unwrap();
     assert_eq!(fresh.served_by, ServedBy::Fallback);
 
     let no_fallback = MarketClient::new(client_config(&sim, false)).unwrap();
@@ -161,11 +164,17 @@ async fn dropped_connections_and_latency_surface_as_transport_errors() {
     assert!(sim.remove_fault(id));
     no_fallback.query_order(&mock_query()).await.unwrap();
 
-    sim.add_fault(FaultRule::new("order.query", FaultAction::Latency { millis: 1500 }))
-        .unwrap();
+    sim.add_fault(FaultRule::new(
+        "order.query",
+        FaultAction::Latency { millis: 1500 },
+    ))
+    .unwrap();
     let mut config = client_config(&sim, false);
     config.request_timeout = Duration::from_millis(300);
     let impatient = MarketClient::new(config).unwrap();
     let e = impatient.query_order(&mock_query()).await.unwrap_err();
-    assert!(matches!(e, MarketError::Transport { ref source, .. } if source.is_timeout()), "{e:?}");
+    assert!(
+        matches!(e, MarketError::Transport { ref source, .. } if source.is_timeout()),
+        "{e:?}"
+    );
 }

@@ -48,7 +48,10 @@ async fn activation_follows_the_code_lifecycle() {
     let client = client(&sim);
     let code = new_code(&sim);
 
-    let e = client.activate(&activate("PLDOESNOTEXIST")).await.unwrap_err();
+    let e = client
+        .activate(&activate("PLDOESNOTEXIST"))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), LicenseApiCode::NotExist);
     assert!(!e.is_retryable());
 
@@ -118,7 +121,10 @@ async fn batch_calls_are_all_or_nothing_and_limited_to_100() {
     };
     let e = client.activate_batch(&with_unknown).await.unwrap_err();
     assert_eq!(code_of(&e), LicenseApiCode::InvalidCodeInBatch);
-    assert_eq!(sim.code(&a).unwrap().state, koogallery_sim::CodeState::Received);
+    assert_eq!(
+        sim.code(&a).unwrap().state,
+        koogallery_sim::CodeState::Received
+    );
 
     let both = ActivateBatchRequest {
         license_list: vec![a.clone(), b.clone()],
@@ -133,7 +139,11 @@ async fn batch_calls_are_all_or_nothing_and_limited_to_100() {
         .unwrap()
         .data;
     assert_eq!(data.license_info_list.len(), 2);
-    assert!(data.license_info_list.iter().all(|i| i.status == CodeStatus::Alive));
+    assert!(
+        data.license_info_list
+            .iter()
+            .all(|i| i.status == CodeStatus::Alive)
+    );
 
     // The client refuses to send 101 codes; the emulator refuses them too.
     let list: Vec<String> = (0..101).map(|i| format!("PL{i:04}")).collect();
@@ -168,7 +178,10 @@ async fn usage_reports_are_stored_and_unknown_codes_listed() {
         usage_info: vec![
             UsageEntry {
                 license: code.clone(),
-                software_usage_info: vec![SoftwareUsage::login("alice"), SoftwareUsage::active_count(3)],
+                software_usage_info: vec![
+                    SoftwareUsage::login("alice"),
+                    SoftwareUsage::active_count(3),
+                ],
             },
             UsageEntry {
                 license: "PLUNKNOWN".to_owned(),
@@ -178,10 +191,7 @@ async fn usage_reports_are_stored_and_unknown_codes_listed() {
     };
     let data = client.software_usage_info(&req).await.unwrap().data;
     assert!(data.has_failures());
-    assert_eq!(
-        data.fields["check_fail_license_list"],
-        json!(["PLUNKNOWN"])
-    );
+    assert_eq!(data.fields["check_fail_license_list"], json!(["PLUNKNOWN"]));
     let stored = sim.usage(&code);
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].entries[0].id.as_deref(), Some("alice"));
@@ -195,17 +205,36 @@ async fn gateway_checks_method_content_type_json_and_fields() {
     let body = br#"{"license":"PL1"}"#.to_vec();
 
     let (status, answer) = signed(&sim, "POST", path, "text/plain", body.clone()).await;
-    assert_eq!((status, answer["error_code"].as_str()), (415, Some("95000003")));
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (415, Some("95000003"))
+    );
 
-    let (status, answer) = signed(&sim, "POST", path, "application/json", b"{not json".to_vec()).await;
-    assert_eq!((status, answer["error_code"].as_str()), (400, Some("95000004")));
+    let (status, answer) = signed(
+        &sim,
+        "POST",
+        path,
+        "application/json",
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (400, Some("95000004"))
+    );
 
     let (status, answer) = signed(&sim, "PUT", path, "application/json", body.clone()).await;
-    assert_eq!((status, answer["error_code"].as_str()), (405, Some("95000002")));
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (405, Some("95000002"))
+    );
 
     let long = serde_json::to_vec(&json!({"license": "P".repeat(65)})).unwrap();
     let (status, answer) = signed(&sim, "POST", path, "application/json", long).await;
-    assert_eq!((status, answer["error_code"].as_str()), (400, Some("95000001")));
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (400, Some("95000001"))
+    );
 
     let (status, answer) = signed(
         &sim,
@@ -215,7 +244,10 @@ async fn gateway_checks_method_content_type_json_and_fields() {
         body,
     )
     .await;
-    assert_eq!((status, answer["error_code"].as_str()), (404, Some("APIG.0101")));
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (404, Some("APIG.0101"))
+    );
 }
 
 #[tokio::test]
@@ -238,9 +270,13 @@ async fn unsigned_and_wrongly_signed_requests_get_apig_0303() {
 
     // Signed with a secret the emulator does not know.
     let mut config = common::client_config(&sim, false);
-    config.credentials = koogallery::apig::Credentials::new(koogallery_sim::DEFAULT_ACCESS_KEY, "wrong");
+    config.credentials =
+        koogallery::apig::Credentials::new(koogallery_sim::DEFAULT_ACCESS_KEY, "wrong");
     let wrong = koogallery::client::MarketClient::new(config).unwrap();
     let e = wrong.heartbeat(&heartbeat("PL1")).await.unwrap_err();
-    assert_eq!(e.code(), Some(&ApiCode::Apig(tessera_types::ApigCode::AppAuthIncorrect)));
+    assert_eq!(
+        e.code(),
+        Some(&ApiCode::Apig(tessera_types::ApigCode::AppAuthIncorrect))
+    );
     assert_eq!(e.http_status(), Some(401));
 }

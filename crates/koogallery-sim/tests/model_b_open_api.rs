@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{client, isv, signed, start_with, within, Script};
+use common::{Script, client, isv, signed, start_with, within};
 use koogallery::client::{ApiCode, MarketError, upload_body};
-use koogallery::wire::{ChargingMode, IsvUpdateFileReq, OrderType};
 use koogallery::wire::order::OrderQuery;
+use koogallery::wire::{ChargingMode, IsvUpdateFileReq, OrderType};
 use koogallery_sim::{LicenseModel, LicenseRequest, NewOrder};
 use tessera_types::{LicenseApiCode, MktCode};
 
@@ -33,21 +33,36 @@ async fn every_mock_order_is_served_and_unknown_orders_are_refused() {
         ("MOCKMONTYCHANGE", OrderType::Change),
     ] {
         let line = format!("{id}-000001");
-        let info = client.query_order(&query(id, Some(&line))).await.unwrap().data;
+        let info = client
+            .query_order(&query(id, Some(&line)))
+            .await
+            .unwrap()
+            .data;
         assert_eq!(info.order_id, id);
         assert_eq!(info.order_type, kind, "{id}");
         assert_eq!(info.order_line.len(), 1);
         assert_eq!(info.order_line[0].order_line_id, line);
         assert_eq!(info.order_line[0].product_info[0].linear_value, Some(5));
     }
-    let year = client.query_order(&query("MOCKPERIODYEARNEW", None)).await.unwrap().data;
+    let year = client
+        .query_order(&query("MOCKPERIODYEARNEW", None))
+        .await
+        .unwrap()
+        .data;
     assert_eq!(year.order_line[0].charging_mode, ChargingMode::Period);
     assert_eq!(year.order_line[0].period_type.as_deref(), Some("year"));
     assert!(year.order_line[0].expire_time.is_some());
-    let once = client.query_order(&query("MOCKONETIMENEW", None)).await.unwrap().data;
+    let once = client
+        .query_order(&query("MOCKONETIMENEW", None))
+        .await
+        .unwrap()
+        .data;
     assert!(once.order_line[0].expire_time.is_none());
 
-    let e = client.query_order(&query("NOSUCHORDER", None)).await.unwrap_err();
+    let e = client
+        .query_order(&query("NOSUCHORDER", None))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(&ApiCode::Mkt(MktCode::InputFailure)));
     assert!(!e.is_retryable());
     let e = client
@@ -65,7 +80,10 @@ async fn every_mock_order_is_served_and_unknown_orders_are_refused() {
     )
     .await;
     // A hand-signed request without the query string: orderId is missing.
-    assert_eq!((status, answer["resultCode"].as_str()), (400, Some("MKT.0101")));
+    assert_eq!(
+        (status, answer["resultCode"].as_str()),
+        (400, Some("MKT.0101"))
+    );
 }
 
 #[tokio::test]
@@ -97,7 +115,11 @@ async fn license_uploads_are_checked_and_delivered() {
     let created = sim
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "P-B"))
         .unwrap();
-    within("newInstance", sim.callback_settled(created.callback_id.unwrap())).await;
+    within(
+        "newInstance",
+        sim.callback_settled(created.callback_id.unwrap()),
+    )
+    .await;
     let instance_id = format!("inst-{}", created.order.order_id);
     assert!(sim.instance(&instance_id).is_some());
     let event = sim
@@ -128,8 +150,10 @@ async fn license_uploads_are_checked_and_delivered() {
 
     // FILE whose declared sha256 is another file's: refused, nothing replaced.
     let descriptor = IsvUpdateFileReq::file("license.lic", b"some other bytes");
-    let koogallery::client::RequestBody::Multipart { bytes, content_type } =
-        upload_body("b0undary", &descriptor, Some(b"TAMPERED")).unwrap()
+    let koogallery::client::RequestBody::Multipart {
+        bytes,
+        content_type,
+    } = upload_body("b0undary", &descriptor, Some(b"TAMPERED")).unwrap()
     else {
         panic!("upload bodies are multipart");
     };
@@ -144,7 +168,11 @@ async fn license_uploads_are_checked_and_delivered() {
         .upload_license_string(&event.event_id, "TESSERA-LICENSE-STRING")
         .await
         .unwrap();
-    let delivered = sim.delivered_license(&instance_id).unwrap().delivery.unwrap();
+    let delivered = sim
+        .delivered_license(&instance_id)
+        .unwrap()
+        .delivery
+        .unwrap();
     assert_eq!(
         delivered.payload,
         koogallery_sim::LicensePayload::Characters {
@@ -154,7 +182,9 @@ async fn license_uploads_are_checked_and_delivered() {
 
     // Longer than 1024 characters: the client refuses, the emulator too.
     assert!(matches!(
-        client.upload_license_string(&event.event_id, &"x".repeat(1025)).await,
+        client
+            .upload_license_string(&event.event_id, &"x".repeat(1025))
+            .await,
         Err(MarketError::InvalidRequest(_))
     ));
     let mut long = IsvUpdateFileReq::characters("x");
@@ -163,11 +193,26 @@ async fn license_uploads_are_checked_and_delivered() {
         "--b\r\nContent-Disposition: form-data; name=\"isvUpdateFileReq\"\r\nContent-Type: application/json\r\n\r\n{}\r\n--b--\r\n",
         serde_json::to_string(&long).unwrap()
     );
-    let (status, answer) =
-        signed(&sim, "POST", &path, "multipart/form-data; boundary=b", body.into_bytes()).await;
-    assert_eq!((status, answer["error_code"].as_str()), (400, Some("95000001")));
+    let (status, answer) = signed(
+        &sim,
+        "POST",
+        &path,
+        "multipart/form-data; boundary=b",
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error_code"].as_str()),
+        (400, Some("95000001"))
+    );
 
     // Unknown event.
-    let e = client.upload_license_string("EVNOSUCHEVENT", "L").await.unwrap_err();
-    assert_eq!(e.code(), Some(&ApiCode::License(LicenseApiCode::InvalidParam)));
+    let e = client
+        .upload_license_string("EVNOSUCHEVENT", "L")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&ApiCode::License(LicenseApiCode::InvalidParam))
+    );
 }

@@ -76,7 +76,12 @@ fn print_figures() {
         (
             "callback sign, 1 KiB body",
             mean_micros(20_000, || {
-                black_box(callback_sig::sign(&key, black_box(&body), "1700000000000", "n"));
+                black_box(callback_sig::sign(
+                    &key,
+                    black_box(&body),
+                    "1700000000000",
+                    "n",
+                ));
             }),
         ),
         (
@@ -92,7 +97,11 @@ fn print_figures() {
         ),
     ];
     for (name, micros) in figures {
-        let verdict = if micros < TARGET_MICROS { "meets" } else { "MISSES" };
+        let verdict = if micros < TARGET_MICROS {
+            "meets"
+        } else {
+            "MISSES"
+        };
         println!("{name}: {micros:.2} µs per request ({verdict} the {TARGET_MICROS} µs target)");
     }
 }

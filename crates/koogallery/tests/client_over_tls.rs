@@ -91,7 +91,10 @@ async fn serve(acceptor: TlsAcceptor, respond: Responder) -> Server {
                 };
                 log.lock().unwrap().push(req.clone());
                 let (status, headers, body) = respond(&req);
-                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
                 for (n, v) in headers {
                     head.push_str(&format!("{n}: {v}\r\n"));
                 }

@@ -177,7 +177,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("paths", &self.paths).finish_non_exhaustive()
+        f.debug_struct("Agent")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +210,9 @@ pub fn identity_material(identity: &DeviceIdentity) -> Vec<u8> {
 
 fn default_usage_id(identity: &DeviceIdentity) -> String {
     use sha2::Digest;
-    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_default();
     let mut h = sha2::Sha256::new();
     h.update(b"tessera-usage-id/v1\0");
     h.update(user.as_bytes());
@@ -217,7 +221,9 @@ fn default_usage_id(identity: &DeviceIdentity) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, StartError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StartError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StartError::Internal(e.to_string()))
@@ -243,12 +249,18 @@ impl Agent {
             log_control,
         } = options;
         let endpoint = Endpoint::at(paths.socket.clone());
-        if tessera_ipc::probe_existing(&endpoint).await.map_err(StartError::Endpoint)? == ProbeOutcome::Alive {
+        if tessera_ipc::probe_existing(&endpoint)
+            .await
+            .map_err(StartError::Endpoint)?
+            == ProbeOutcome::Alive
+        {
             return Err(StartError::AlreadyRunning(paths.socket.clone()));
         }
-        crate::paths::create_private_dir(&paths.state_dir).map_err(|source| StartError::StateDir {
-            path: paths.state_dir.clone(),
-            source,
+        crate::paths::create_private_dir(&paths.state_dir).map_err(|source| {
+            StartError::StateDir {
+                path: paths.state_dir.clone(),
+                source,
+            }
         })?;
         let settings = match settings {
             Some(s) => s,
@@ -291,7 +303,9 @@ impl Agent {
                 .await?
                 .map_err(StartError::Secrets)?
         };
-        let db = Db::open(&paths.database(), mac_key).await.map_err(StartError::Db)?;
+        let db = Db::open(&paths.database(), mac_key)
+            .await
+            .map_err(StartError::Db)?;
 
         let mut dirs = Vec::new();
         if let Some(sys) = &paths.system_products_dir {
@@ -330,7 +344,9 @@ impl Agent {
                         clock.clone(),
                     ))),
                     None => {
-                        tracing::warn!("no marketplace credentials stored; authorization codes cannot be checked");
+                        tracing::warn!(
+                            "no marketplace credentials stored; authorization codes cannot be checked"
+                        );
                         None
                     }
                 }
@@ -344,15 +360,20 @@ impl Agent {
         let code_values = {
             let s = secrets.clone();
             let pids: Vec<String> = codes.iter().map(|c| c.product_id.clone()).collect();
-            blocking(move || -> Result<HashMap<String, Zeroizing<String>>, SecretsError> {
-                let mut out = HashMap::new();
-                for pid in pids {
-                    if let Some(v) = s.get(&format!("{}{pid}", secret_names::CODE_PREFIX))? {
-                        out.insert(pid, Zeroizing::new(String::from_utf8_lossy(&v).into_owned()));
+            blocking(
+                move || -> Result<HashMap<String, Zeroizing<String>>, SecretsError> {
+                    let mut out = HashMap::new();
+                    for pid in pids {
+                        if let Some(v) = s.get(&format!("{}{pid}", secret_names::CODE_PREFIX))? {
+                            out.insert(
+                                pid,
+                                Zeroizing::new(String::from_utf8_lossy(&v).into_owned()),
+                            );
+                        }
                     }
-                }
-                Ok(out)
-            })
+                    Ok(out)
+                },
+            )
             .await?
             .map_err(StartError::Secrets)?
         };
@@ -360,7 +381,9 @@ impl Agent {
         let (trusted, time_row_forged) = match stored_time {
             Some((t, ok)) => {
                 if !ok {
-                    tracing::warn!("the trusted-time record failed its integrity check; offline grace withheld");
+                    tracing::warn!(
+                        "the trusted-time record failed its integrity check; offline grace withheld"
+                    );
                 }
                 (t, !ok)
             }
@@ -375,9 +398,15 @@ impl Agent {
             trusted,
             time_row_forged,
             persisted_high_water: trusted.high_water,
-            codes: codes.into_iter().map(|c| (c.product_id.clone(), c)).collect(),
+            codes: codes
+                .into_iter()
+                .map(|c| (c.product_id.clone(), c))
+                .collect(),
             code_values,
-            licenses: licenses.into_iter().map(|l| (l.product_id.clone(), l)).collect::<BTreeMap<_, _>>(),
+            licenses: licenses
+                .into_iter()
+                .map(|l| (l.product_id.clone(), l))
+                .collect::<BTreeMap<_, _>>(),
             snapshot: Snapshot::empty(now),
             leases: LeaseTable::default(),
             sessions: HashMap::new(),
@@ -411,14 +440,14 @@ impl Agent {
             descriptor_problems,
         });
         agent.reverify_licenses().await;
-        {
+        let to_persist = {
             let mut st = agent.core.lock();
-            if let Some(t) = agent.core.observe_time(&mut st) {
-                drop(st);
-                if let Err(e) = agent.core.db.put_trusted_time(&t).await {
-                    tracing::error!(error = %e, "could not persist trusted time");
-                }
-            }
+            agent.core.observe_time(&mut st)
+        };
+        if let Some(t) = to_persist
+            && let Err(e) = agent.core.db.put_trusted_time(&t).await
+        {
+            tracing::error!(error = %e, "could not persist trusted time");
         }
         agent.core.recompute();
 
@@ -470,7 +499,11 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             secrets_store: self.core.secrets.kind(),
             secrets_note: self.core.secrets.note().map(str::to_owned),
-            descriptor_problems: self.descriptor_problems.iter().map(ToString::to_string).collect(),
+            descriptor_problems: self
+                .descriptor_problems
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             clock_tampered: st.trusted.tampered() || st.time_row_forged,
             integrity_failures: st
                 .codes

@@ -156,8 +156,14 @@ impl Settings {
                 return Err(invalid(format!("{url:?} is not an http(s) URL")));
             }
         }
-        if s.marketplace.usage_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 256) {
-            return Err(invalid("marketplace.usage_id must be 1..=256 characters".to_owned()));
+        if s.marketplace
+            .usage_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > 256)
+        {
+            return Err(invalid(
+                "marketplace.usage_id must be 1..=256 characters".to_owned(),
+            ));
         }
         Ok(s)
     }
@@ -179,7 +185,13 @@ mod tests {
         .unwrap();
         assert_eq!(s.marketplace.base_url, "https://127.0.0.1:9");
         assert_eq!(s.secrets.store, StoreChoice::File);
-        assert!(Settings::parse("[marketplace]\nbase_url = \"ftp://x\"\n", Path::new("t.toml")).is_err());
+        assert!(
+            Settings::parse(
+                "[marketplace]\nbase_url = \"ftp://x\"\n",
+                Path::new("t.toml")
+            )
+            .is_err()
+        );
         assert!(Settings::parse("[nope]\n", Path::new("t.toml")).is_err());
         let missing = Settings::load(Path::new("/nonexistent/tessera.toml")).unwrap();
         assert_eq!(missing, Settings::default());

@@ -122,7 +122,10 @@ impl Core {
             );
         }
         let moved = st.trusted.high_water - st.persisted_high_water >= TIME_PERSIST_STEP;
-        if moved || st.trusted.tampered_at != before.tampered_at || st.trusted.offset != before.offset {
+        if moved
+            || st.trusted.tampered_at != before.tampered_at
+            || st.trusted.offset != before.offset
+        {
             st.persisted_high_water = st.trusted.high_water;
             Some(st.trusted)
         } else {
@@ -153,14 +156,19 @@ impl Core {
             };
             let decided = enforcement::decide(product, &facts, view);
             let differs = st.snapshot.product(pid).is_none_or(|old| {
-                (old.state, old.reason, old.deadline, old.expires_at, &old.message)
-                    != (
-                        decided.state,
-                        decided.reason,
-                        decided.deadline,
-                        decided.expires_at,
-                        &decided.message,
-                    )
+                (
+                    old.state,
+                    old.reason,
+                    old.deadline,
+                    old.expires_at,
+                    &old.message,
+                ) != (
+                    decided.state,
+                    decided.reason,
+                    decided.deadline,
+                    decided.expires_at,
+                    &decided.message,
+                )
             });
             let was_blocked = st
                 .snapshot
@@ -173,7 +181,10 @@ impl Core {
                     reason = ?decided.reason,
                     "product state changed"
                 );
-                if decided.state == LicenseState::Blocked && !was_blocked && product.policy.block_immediately {
+                if decided.state == LicenseState::Blocked
+                    && !was_blocked
+                    && product.policy.block_immediately
+                {
                     let revoked = st.leases.revoke_product(pid);
                     if !revoked.is_empty() {
                         tracing::info!(product_id = %pid, leases = revoked.len(), "leases revoked (block_immediately)");
@@ -206,25 +217,35 @@ impl Core {
     }
 
     fn push_state(&self, ps: &ProductState) {
-        let Some(server) = self.server.get() else { return };
+        let Some(server) = self.server.get() else {
+            return;
+        };
         let pid = ps.product_id.clone();
         let event = Event::LicenseState(ps.clone());
-        if let Err(e) = server.broadcast_event(&event, |s| s.app.product_id.is_empty() || s.app.product_id == pid) {
+        if let Err(e) = server.broadcast_event(&event, |s| {
+            s.app.product_id.is_empty() || s.app.product_id == pid
+        }) {
             tracing::warn!(error = %e, "could not push a state change");
         }
     }
 
     /// Pushes `event` to the sessions of `product_id` (and product-less sessions: CLI, tray).
     pub(crate) fn push_to_product(&self, product_id: &str, event: &Event) {
-        let Some(server) = self.server.get() else { return };
-        if let Err(e) = server.broadcast_event(event, |s| s.app.product_id.is_empty() || s.app.product_id == product_id) {
+        let Some(server) = self.server.get() else {
+            return;
+        };
+        if let Err(e) = server.broadcast_event(event, |s| {
+            s.app.product_id.is_empty() || s.app.product_id == product_id
+        }) {
             tracing::warn!(error = %e, "could not push an event");
         }
     }
 
     /// Pushes `event` to the sessions of `product_id` only.
     pub(crate) fn push_to_apps(&self, product_id: &str, event: &Event) -> usize {
-        let Some(server) = self.server.get() else { return 0 };
+        let Some(server) = self.server.get() else {
+            return 0;
+        };
         server
             .broadcast_event(event, |s| s.app.product_id == product_id)
             .unwrap_or(0)
@@ -232,7 +253,9 @@ impl Core {
 
     /// Sends `event` to one session as the answer to request `re`.
     pub(crate) fn answer_event(&self, session: SessionId, re: u64, event: &Event) {
-        let Some(server) = self.server.get() else { return };
+        let Some(server) = self.server.get() else {
+            return;
+        };
         let msg = ServerMsg::Event(EventFrame {
             kind: event.kind().code(),
             payload: IscEvent::from_event(event).with_request_id(re),
@@ -313,7 +336,10 @@ impl Core {
             {
                 continue;
             }
-            let connected = st.sessions.values().any(|s| s.app.product_id == c.product_id);
+            let connected = st
+                .sessions
+                .values()
+                .any(|s| s.app.product_id == c.product_id);
             let used_now = st.used.contains(&c.product_id);
             let last_attempt = c.last_attempt_at.unwrap_or(c.last_good_check);
             let is_due = if c.offline || tampered || !c.integrity_ok {
@@ -324,7 +350,9 @@ impl Core {
             } else {
                 (used_now && day_of(c.last_good_check) < today)
                     || (connected && now - last_attempt >= product.policy.heartbeat_interval())
-                    || (connected && c.expires_at.is_some_and(|e| now >= e && c.last_good_check < e))
+                    || (connected
+                        && c.expires_at
+                            .is_some_and(|e| now >= e && c.last_good_check < e))
             };
             if is_due {
                 due.push(c.product_id.clone());
@@ -342,7 +370,10 @@ impl Core {
             if let Some((_, at)) = st.retry.get(&c.product_id) {
                 next = next.min(now + (*at - self.local_now()));
             }
-            let connected = st.sessions.values().any(|s| s.app.product_id == c.product_id);
+            let connected = st
+                .sessions
+                .values()
+                .any(|s| s.app.product_id == c.product_id);
             if connected
                 && c.status == CodeStatus::Alive
                 && let Some(product) = self.catalog.get(&c.product_id)
@@ -363,10 +394,10 @@ impl Core {
             if let Some(d) = p.deadline {
                 next = next.min(d);
             }
-            if let Some(e) = p.expires_at {
-                if e > now {
-                    next = next.min(e);
-                }
+            if let Some(e) = p.expires_at
+                && e > now
+            {
+                next = next.min(e);
             }
         }
         next.max(now)
@@ -429,21 +460,21 @@ impl Core {
             to_persist = st.trusted;
             for (i, pid) in pids.iter().enumerate() {
                 let outcome = match &result {
-                    Ok(answer) => answer
-                        .value
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| Err(MarketFailure::Unavailable {
+                    Ok(answer) => answer.value.get(i).cloned().unwrap_or_else(|| {
+                        Err(MarketFailure::Unavailable {
                             message: "the marketplace answer left this code out".to_owned(),
                             retry_after: None,
-                        })),
+                        })
+                    }),
                     Err(e) => Err(e.clone()),
                 };
                 let retry_after = match &outcome {
                     Err(MarketFailure::Unavailable { retry_after, .. }) => *retry_after,
                     _ => None,
                 };
-                let Some(row) = st.codes.get_mut(pid) else { continue };
+                let Some(row) = st.codes.get_mut(pid) else {
+                    continue;
+                };
                 row.last_attempt_at = Some(now);
                 let mut ok = false;
                 let mut status_text = None;
@@ -527,16 +558,25 @@ impl Core {
     }
 
     async fn report_usage(&self, products: &[String]) {
-        let Some(market) = self.market.clone() else { return };
+        let Some(market) = self.market.clone() else {
+            return;
+        };
         let (pids, codes): (Vec<String>, Vec<String>) = {
             let st = self.lock();
             products
                 .iter()
-                .filter_map(|pid| st.code_values.get(pid).map(|c| (pid.clone(), c.as_str().to_owned())))
+                .filter_map(|pid| {
+                    st.code_values
+                        .get(pid)
+                        .map(|c| (pid.clone(), c.as_str().to_owned()))
+                })
                 .unzip()
         };
         let codes = Zeroizing::new(codes);
-        for (chunk_pids, chunk_codes) in pids.chunks(HEARTBEAT_BATCH).zip(codes.chunks(HEARTBEAT_BATCH)) {
+        for (chunk_pids, chunk_codes) in pids
+            .chunks(HEARTBEAT_BATCH)
+            .zip(codes.chunks(HEARTBEAT_BATCH))
+        {
             match market.report_usage(chunk_codes, &self.usage_id).await {
                 Ok(_) => {
                     let rows: Vec<CodeRow> = {
@@ -559,7 +599,9 @@ impl Core {
                     }
                     tracing::info!(codes = rows.len(), "usage reported");
                 }
-                Err(e) => tracing::warn!(error = %e, "usage report failed; retried on the next pass"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage report failed; retried on the next pass");
+                }
             }
         }
     }

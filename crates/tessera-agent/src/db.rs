@@ -283,7 +283,10 @@ impl Db {
                 product_id: r.try_get("product_id").map_err(get)?,
                 code_hint: r.try_get("code_hint").map_err(get)?,
                 status: CodeStatus::from_wire(&status),
-                expires_at: r.try_get::<Option<i64>, _>("expires_at").map_err(get)?.map(from_ms),
+                expires_at: r
+                    .try_get::<Option<i64>, _>("expires_at")
+                    .map_err(get)?
+                    .map(from_ms),
                 amount: amount.and_then(|a| u32::try_from(a).ok()),
                 activated_at: from_ms(r.try_get("activated_at").map_err(get)?),
                 last_good_check: from_ms(r.try_get("last_good_check").map_err(get)?),
@@ -383,9 +386,17 @@ impl Db {
             let facts = if verdict == "verified" {
                 let features: String = r.try_get("features").map_err(get)?;
                 LicenseFacts::Verified {
-                    not_before: from_ms(r.try_get::<Option<i64>, _>("not_before").map_err(get)?.unwrap_or(0)),
-                    not_after: r.try_get::<Option<i64>, _>("not_after").map_err(get)?.map(from_ms),
-                    features: serde_json::from_str::<Vec<FeatureState>>(&features).unwrap_or_default(),
+                    not_before: from_ms(
+                        r.try_get::<Option<i64>, _>("not_before")
+                            .map_err(get)?
+                            .unwrap_or(0),
+                    ),
+                    not_after: r
+                        .try_get::<Option<i64>, _>("not_after")
+                        .map_err(get)?
+                        .map(from_ms),
+                    features: serde_json::from_str::<Vec<FeatureState>>(&features)
+                        .unwrap_or_default(),
                     verified_at: from_ms(r.try_get("verified_at").map_err(get)?),
                 }
             } else {
@@ -448,10 +459,12 @@ impl Db {
     /// # Errors
     /// When the read fails.
     pub async fn trusted_time(&self) -> Result<Option<(TrustedTime, bool)>, DbError> {
-        let row = sqlx::query("SELECT high_water, offset_ms, tampered_at, mac FROM trusted_time WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql("trusted time read"))?;
+        let row = sqlx::query(
+            "SELECT high_water, offset_ms, tampered_at, mac FROM trusted_time WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("trusted time read"))?;
         let Some(r) = row else { return Ok(None) };
         let get = |e| DbError::Sql {
             op: "trusted time read",
@@ -460,7 +473,10 @@ impl Db {
         let t = TrustedTime {
             high_water: from_ms(r.try_get("high_water").map_err(get)?),
             offset: Duration::milliseconds(r.try_get("offset_ms").map_err(get)?),
-            tampered_at: r.try_get::<Option<i64>, _>("tampered_at").map_err(get)?.map(from_ms),
+            tampered_at: r
+                .try_get::<Option<i64>, _>("tampered_at")
+                .map_err(get)?
+                .map(from_ms),
         };
         let tag: Vec<u8> = r.try_get("mac").map_err(get)?;
         let parts = Self::time_mac_parts(&t);
@@ -512,7 +528,10 @@ impl Db {
             product_id: r.try_get("product_id").map_err(get)?,
             body: r.try_get("body").map_err(get)?,
             fetched_at: from_ms(r.try_get("fetched_at").map_err(get)?),
-            valid_until: r.try_get::<Option<i64>, _>("valid_until").map_err(get)?.map(from_ms),
+            valid_until: r
+                .try_get::<Option<i64>, _>("valid_until")
+                .map_err(get)?
+                .map(from_ms),
             available: r.try_get::<i64, _>("available").map_err(get)? != 0,
             latest_version: r.try_get("latest_version").map_err(get)?,
             forced: r.try_get::<i64, _>("forced").map_err(get)? != 0,
@@ -530,14 +549,16 @@ impl Db {
         source: &str,
         accept: bool,
     ) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO upgrade_answers (product_id, at, source, accept) VALUES (?, ?, ?, ?)")
-            .bind(product_id)
-            .bind(ms(at))
-            .bind(source)
-            .bind(i64::from(accept))
-            .execute(&self.pool)
-            .await
-            .map_err(sql("upgrade answer write"))?;
+        sqlx::query(
+            "INSERT INTO upgrade_answers (product_id, at, source, accept) VALUES (?, ?, ?, ?)",
+        )
+        .bind(product_id)
+        .bind(ms(at))
+        .bind(source)
+        .bind(i64::from(accept))
+        .execute(&self.pool)
+        .await
+        .map_err(sql("upgrade answer write"))?;
         Ok(())
     }
 
@@ -546,16 +567,20 @@ impl Db {
     /// # Errors
     /// When the read fails.
     pub async fn upgrade_answers(&self, product_id: &str) -> Result<Vec<(String, bool)>, DbError> {
-        let rows = sqlx::query("SELECT source, accept FROM upgrade_answers WHERE product_id = ? ORDER BY id")
-            .bind(product_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("upgrade answer read"))?;
+        let rows = sqlx::query(
+            "SELECT source, accept FROM upgrade_answers WHERE product_id = ? ORDER BY id",
+        )
+        .bind(product_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("upgrade answer read"))?;
         rows.into_iter()
             .map(|r| {
                 Ok((
                     r.try_get("source").map_err(sql("upgrade answer read"))?,
-                    r.try_get::<i64, _>("accept").map_err(sql("upgrade answer read"))? != 0,
+                    r.try_get::<i64, _>("accept")
+                        .map_err(sql("upgrade answer read"))?
+                        != 0,
                 ))
             })
             .collect()
@@ -695,12 +720,18 @@ mod tests {
         db.put_manifest(&m).await.unwrap();
         assert_eq!(db.manifest("p").await.unwrap(), Some(m));
         assert_eq!(db.manifest("zz").await.unwrap(), None);
-        db.record_upgrade_answer("p", t(6), "app", true).await.unwrap();
-        db.record_upgrade_answer("p", t(7), "user", false).await.unwrap();
+        db.record_upgrade_answer("p", t(6), "app", true)
+            .await
+            .unwrap();
+        db.record_upgrade_answer("p", t(7), "user", false)
+            .await
+            .unwrap();
         assert_eq!(
             db.upgrade_answers("p").await.unwrap(),
             vec![("app".to_owned(), true), ("user".to_owned(), false)]
         );
-        db.record_verify_report("p", t(8), false, "bad").await.unwrap();
+        db.record_verify_report("p", t(8), false, "bad")
+            .await
+            .unwrap();
     }
 }

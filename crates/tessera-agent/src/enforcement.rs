@@ -225,9 +225,18 @@ fn decide_code(product: &ProductDescriptor, code: Option<&CodeFacts>, time: Time
     };
     let (reason, message) = match code.status {
         CodeStatus::Alive => (None, ""),
-        CodeStatus::Expired => (Some(StateReason::Expired), "the marketplace reports the code EXPIRED; renew it"),
-        CodeStatus::Released => (Some(StateReason::Released), "the marketplace reports the code RELEASED"),
-        CodeStatus::Frozen => (Some(StateReason::Frozen), "the marketplace froze the code; renew to unfreeze it"),
+        CodeStatus::Expired => (
+            Some(StateReason::Expired),
+            "the marketplace reports the code EXPIRED; renew it",
+        ),
+        CodeStatus::Released => (
+            Some(StateReason::Released),
+            "the marketplace reports the code RELEASED",
+        ),
+        CodeStatus::Frozen => (
+            Some(StateReason::Frozen),
+            "the marketplace froze the code; renew to unfreeze it",
+        ),
         CodeStatus::Unknown => (
             Some(StateReason::CodeNotAlive),
             "the marketplace does not know this code",
@@ -243,7 +252,8 @@ fn decide_code(product: &ProductDescriptor, code: Option<&CodeFacts>, time: Time
         d.message = Some(if code.integrity_ok {
             "the clock was set back; an online check is needed".to_owned()
         } else {
-            "the stored check record failed its integrity check; an online check is needed".to_owned()
+            "the stored check record failed its integrity check; an online check is needed"
+                .to_owned()
         });
         return d;
     }
@@ -373,7 +383,10 @@ mod tests {
     fn code_online_is_active_and_seats_come_from_amount() {
         let p = product("[\"authorization_code\"]");
         let s = decide(&p, &alive(0.0, false), at(0.5));
-        assert_eq!((s.state, s.reason), (LicenseState::Active, StateReason::Licensed));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Active, StateReason::Licensed)
+        );
         assert_eq!(s.features[0].seats, Some(3));
         assert_eq!(s.expires_at, Some(t(365.0)));
     }
@@ -382,15 +395,24 @@ mod tests {
     fn offline_grace_runs_14_days_and_blocks_on_day_15_not_before() {
         let p = product("[\"authorization_code\"]");
         let s = decide(&p, &alive(0.0, true), at(13.99));
-        assert_eq!((s.state, s.reason), (LicenseState::Grace, StateReason::OfflineGrace));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Grace, StateReason::OfflineGrace)
+        );
         assert_eq!(s.deadline, Some(t(14.0)));
         let just_before = TimeView {
             now: t(14.0) - Duration::seconds(1),
             tampered: false,
         };
-        assert_eq!(decide(&p, &alive(0.0, true), just_before).state, LicenseState::Grace);
+        assert_eq!(
+            decide(&p, &alive(0.0, true), just_before).state,
+            LicenseState::Grace
+        );
         let s = decide(&p, &alive(0.0, true), at(14.0));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::OfflineGraceSpent));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::OfflineGraceSpent)
+        );
     }
 
     #[test]
@@ -401,7 +423,10 @@ mod tests {
         let s = decide(&p, &f, at(2.0));
         assert_eq!(s.deadline, Some(t(3.0)));
         let s = decide(&p, &f, at(3.0));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::Expired));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::Expired)
+        );
     }
 
     #[test]
@@ -428,7 +453,10 @@ mod tests {
             assert_eq!((s.state, s.reason), (LicenseState::Blocked, reason));
         }
         let s = decide(&p, &ProductFacts::default(), at(0.0));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::NoLicense));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::NoLicense)
+        );
     }
 
     #[test]
@@ -439,11 +467,17 @@ mod tests {
             tampered: true,
         };
         let s = decide(&p, &alive(0.0, true), tampered);
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::ClockTampered));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::ClockTampered)
+        );
         let mut f = alive(0.0, false);
         f.code.as_mut().unwrap().integrity_ok = false;
         let s = decide(&p, &f, at(0.1));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::ClockTampered));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::ClockTampered)
+        );
     }
 
     #[test]
@@ -458,10 +492,19 @@ mod tests {
                 verified_at: t(0.0),
             }),
         };
-        assert_eq!(decide(&p, &lic(0.0, Some(30.0)), at(1.0)).state, LicenseState::Active);
-        assert_eq!(decide(&p, &lic(0.0, None), at(1000.0)).state, LicenseState::Active);
+        assert_eq!(
+            decide(&p, &lic(0.0, Some(30.0)), at(1.0)).state,
+            LicenseState::Active
+        );
+        assert_eq!(
+            decide(&p, &lic(0.0, None), at(1000.0)).state,
+            LicenseState::Active
+        );
         let s = decide(&p, &lic(0.0, Some(30.0)), at(30.0));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::Expired));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::Expired)
+        );
         let s = decide(&p, &lic(5.0, None), at(1.0));
         assert_eq!(s.reason, StateReason::NotYetValid);
         let refused = ProductFacts {
@@ -472,7 +515,10 @@ mod tests {
             })),
         };
         let s = decide(&p, &refused, at(1.0));
-        assert_eq!((s.state, s.reason), (LicenseState::Blocked, StateReason::BindingMismatch));
+        assert_eq!(
+            (s.state, s.reason),
+            (LicenseState::Blocked, StateReason::BindingMismatch)
+        );
     }
 
     #[test]

@@ -217,17 +217,25 @@ mod tests {
     fn seats_are_counted_and_returned() {
         let mut tab = LeaseTable::default();
         let len = Duration::minutes(15);
-        let a = tab.check_out("s1", "p", "solver", Some(2), t(0), len).unwrap();
-        tab.check_out("s2", "p", "solver", Some(2), t(0), len).unwrap();
+        let a = tab
+            .check_out("s1", "p", "solver", Some(2), t(0), len)
+            .unwrap();
+        tab.check_out("s2", "p", "solver", Some(2), t(0), len)
+            .unwrap();
         assert!(matches!(
             tab.check_out("s3", "p", "solver", Some(2), t(0), len),
             Err(LeaseError::NoSeat { seats: 2, .. })
         ));
         assert_eq!(tab.in_use("p", "solver"), 2);
-        assert_eq!(tab.release("s2", &a.id), Err(LeaseError::NotFound), "not the holder");
+        assert_eq!(
+            tab.release("s2", &a.id),
+            Err(LeaseError::NotFound),
+            "not the holder"
+        );
         tab.release("s1", &a.id).unwrap();
         assert_eq!(tab.in_use("p", "solver"), 1);
-        tab.check_out("s3", "p", "solver", Some(2), t(0), len).unwrap();
+        tab.check_out("s3", "p", "solver", Some(2), t(0), len)
+            .unwrap();
         assert!(tab.check_out("s4", "p", "other", None, t(0), len).is_ok());
     }
 
@@ -237,11 +245,17 @@ mod tests {
         let len = Duration::minutes(15);
         let a = tab.check_out("s1", "p", "f", Some(1), t(0), len).unwrap();
         let b = tab.check_out("s1", "q", "f", None, t(0), len).unwrap();
-        assert_eq!(tab.renew("s1", &a.id, t(10), len).unwrap().expires_at, t(25));
+        assert_eq!(
+            tab.renew("s1", &a.id, t(10), len).unwrap().expires_at,
+            t(25)
+        );
         let ended = tab.expire(t(15));
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].id, b.id);
-        assert_eq!(tab.renew("s1", &b.id, t(16), len), Err(LeaseError::NotFound));
+        assert_eq!(
+            tab.renew("s1", &b.id, t(16), len),
+            Err(LeaseError::NotFound)
+        );
         assert_eq!(tab.next_expiry(), Some(t(25)));
         assert_eq!(tab.revoke_product("p").len(), 1);
         assert!(tab.is_empty());

@@ -54,7 +54,10 @@ impl Verifiers {
                     Err(e) => {
                         broken.push(DescriptorError {
                             path: d.source.clone(),
-                            problem: format!("key {:?} is not an SPKI PEM public key: {e}", k.key_id),
+                            problem: format!(
+                                "key {:?} is not an SPKI PEM public key: {e}",
+                                k.key_id
+                            ),
                         });
                         break;
                     }
@@ -64,7 +67,8 @@ impl Verifiers {
                 for k in &keys {
                     out.all.add_key(k.clone());
                 }
-                out.by_product.insert(pid.clone(), Verifier::with_keys(keys));
+                out.by_product
+                    .insert(pid.clone(), Verifier::with_keys(keys));
             }
         }
         for problem in broken {
@@ -95,13 +99,18 @@ fn refusal_of(e: &VerifyError) -> Refusal {
 
 impl Agent {
     /// Verifies `text` for `product_id` (or the product it names, when the caller gives none).
-    fn verify_text(&self, product_id: Option<&str>, text: &[u8]) -> Result<(String, LicenseFacts), RemoteError> {
+    fn verify_text(
+        &self,
+        product_id: Option<&str>,
+        text: &[u8],
+    ) -> Result<(String, LicenseFacts), RemoteError> {
         let verifier = match product_id {
-            Some(pid) => self
-                .verifiers
-                .by_product
-                .get(pid)
-                .ok_or_else(|| err(ErrorCode::NotFound, format!("{pid:?} is not a License-file product known to this agent")))?,
+            Some(pid) => self.verifiers.by_product.get(pid).ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    format!("{pid:?} is not a License-file product known to this agent"),
+                )
+            })?,
             None => &self.verifiers.all,
         };
         let signed = match verifier.open(text) {
@@ -115,7 +124,10 @@ impl Agent {
         };
         let pid = product_id.map_or_else(|| signed.license.product_id.clone(), str::to_owned);
         if !self.verifiers.by_product.contains_key(&pid) {
-            return Err(err(ErrorCode::NotFound, format!("{pid:?} is not a License-file product known to this agent")));
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("{pid:?} is not a License-file product known to this agent"),
+            ));
         }
         let now = self.trusted_now();
         let ctx = VerifyContext::new(&pid, now, &*self.identity);
@@ -138,8 +150,12 @@ impl Agent {
         match signed.check(&ctx) {
             // Validity is re-judged on trusted time at every decision, so a License outside its
             // window is kept as verified and shows Expired / NotYetValid from the decision.
-            Ok(()) | Err(VerifyError::Expired { .. } | VerifyError::NotYetValid { .. }) => Ok((pid, verified)),
-            Err(e @ VerifyError::WrongProduct { .. }) => Err(err(ErrorCode::BadRequest, e.to_string())),
+            Ok(()) | Err(VerifyError::Expired { .. } | VerifyError::NotYetValid { .. }) => {
+                Ok((pid, verified))
+            }
+            Err(e @ VerifyError::WrongProduct { .. }) => {
+                Err(err(ErrorCode::BadRequest, e.to_string()))
+            }
             Err(e) => Ok((pid, LicenseFacts::Refused(refusal_of(&e)))),
         }
     }
@@ -152,7 +168,10 @@ impl Agent {
         kind: LicenseKind,
     ) -> Result<ProductState, RemoteError> {
         if text.len() > MAX_LICENSE_BYTES {
-            return Err(err(ErrorCode::BadRequest, "the License is larger than any License can be"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "the License is larger than any License can be",
+            ));
         }
         let (pid, facts) = self.verify_text(product_id, text.as_bytes())?;
         if let LicenseFacts::Refused(r) = &facts {
@@ -166,7 +185,10 @@ impl Agent {
             if keeps_verified {
                 return Err(err(
                     ErrorCode::BadRequest,
-                    format!("License refused ({}); the License already installed stays in use", r.message),
+                    format!(
+                        "License refused ({}); the License already installed stays in use",
+                        r.message
+                    ),
                 ));
             }
         } else {
@@ -204,7 +226,8 @@ impl Agent {
     pub(crate) async fn reverify_licenses(&self) {
         let stored: Vec<LicenseRow> = self.core.lock().licenses.values().cloned().collect();
         for mut row in stored {
-            let Ok((_, facts)) = self.verify_text(Some(&row.product_id), row.content.as_bytes()) else {
+            let Ok((_, facts)) = self.verify_text(Some(&row.product_id), row.content.as_bytes())
+            else {
                 continue;
             };
             if facts != row.facts {
@@ -219,7 +242,10 @@ impl Agent {
                 if let Err(e) = self.core.db.put_license(&row).await {
                     tracing::error!(error = %e, "could not store a re-verified License");
                 }
-                self.core.lock().licenses.insert(row.product_id.clone(), row);
+                self.core
+                    .lock()
+                    .licenses
+                    .insert(row.product_id.clone(), row);
             }
         }
     }
@@ -246,13 +272,17 @@ impl Agent {
                 .get(url)
                 .header("Authorization", format!("Bearer {}", token.as_str()));
             async move {
-                let resp = req.send().await.map_err(|e| format!("delivery channel unreachable: {e}"))?;
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| format!("delivery channel unreachable: {e}"))?;
                 let status = resp.status().as_u16();
                 let body = resp.bytes().await.map_err(|e| e.to_string())?;
                 if body.len() > 4 * MAX_LICENSE_BYTES {
                     return Err("the delivery answer is too large".to_owned());
                 }
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 Ok::<_, String>((status, v))
             }
         };
@@ -272,15 +302,22 @@ impl Agent {
         let Some(instance) = instance else {
             return Ok(None);
         };
-        let (status, delivered) = get(format!("{base}/sim/delivery/instances/{instance}/license")).await?;
+        let (status, delivered) =
+            get(format!("{base}/sim/delivery/instances/{instance}/license")).await?;
         if status == 404 {
             return Ok(None);
         }
         if status != 200 {
             return Err(format!("the delivery channel answered HTTP {status}"));
         }
-        let content = delivered.get("content").and_then(serde_json::Value::as_str).unwrap_or("");
-        let (text, kind) = match delivered.get("encoding").and_then(serde_json::Value::as_str) {
+        let content = delivered
+            .get("content")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let (text, kind) = match delivered
+            .get("encoding")
+            .and_then(serde_json::Value::as_str)
+        {
             Some("base64") => (
                 String::from_utf8(
                     base64::engine::general_purpose::STANDARD
@@ -298,7 +335,10 @@ impl Agent {
             .await
             .map_err(|e| e.message)?;
         if ps.state == tessera_types::LicenseState::Blocked {
-            return Err(format!("the delivered License was refused: {}", ps.message.unwrap_or_default()));
+            return Err(format!(
+                "the delivered License was refused: {}",
+                ps.message.unwrap_or_default()
+            ));
         }
         Ok(Some(text.to_string()))
     }

@@ -44,7 +44,8 @@ pub enum LogSetupError {
 /// # Errors
 /// See [`LogSetupError`].
 pub fn init(log_dir: &Path, filter: &str) -> Result<(LogGuard, LogControl), LogSetupError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|_| LogSetupError::Filter(filter.to_owned()))?;
+    let env_filter =
+        EnvFilter::try_new(filter).map_err(|_| LogSetupError::Filter(filter.to_owned()))?;
     crate::paths::create_private_dir(log_dir).map_err(|e| LogSetupError::File {
         path: log_dir.to_path_buf(),
         source: Box::new(e),
@@ -64,7 +65,11 @@ pub fn init(log_dir: &Path, filter: &str) -> Result<(LogGuard, LogControl), LogS
     tracing_subscriber::registry()
         .with(filter_layer)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file_writer))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file_writer),
+        )
         .try_init()
         .map_err(|_| LogSetupError::AlreadySet)?;
     let control: LogControl = std::sync::Arc::new(move |directive: &str| {

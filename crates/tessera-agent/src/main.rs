@@ -11,7 +11,11 @@ use tessera_agent::{Agent, AgentOptions, Paths, Settings};
 use tessera_types::SystemClock;
 
 #[derive(Parser)]
-#[command(name = "tessera-agent", version, about = "Tessera per-user License agent")]
+#[command(
+    name = "tessera-agent",
+    version,
+    about = "Tessera per-user License agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,10 +90,19 @@ async fn import_credentials(paths: Paths) -> anyhow::Result<()> {
     let identity = tokio::task::spawn_blocking(tessera_fingerprint::collect_local).await?;
     let material = tessera_agent::agent::identity_material(&identity);
     let secrets = tessera_agent::secrets::Secrets::open(settings.secrets.store, &file, &material)?;
-    secrets.set(tessera_agent::agent::secret_names::ACCESS_KEY, ak.as_bytes())?;
-    secrets.set(tessera_agent::agent::secret_names::SECRET_KEY, sk.as_bytes())?;
+    secrets.set(
+        tessera_agent::agent::secret_names::ACCESS_KEY,
+        ak.as_bytes(),
+    )?;
+    secrets.set(
+        tessera_agent::agent::secret_names::SECRET_KEY,
+        sk.as_bytes(),
+    )?;
     if let Some(t) = token {
-        secrets.set(tessera_agent::agent::secret_names::DELIVERY_TOKEN, t.as_bytes())?;
+        secrets.set(
+            tessera_agent::agent::secret_names::DELIVERY_TOKEN,
+            t.as_bytes(),
+        )?;
     }
     println!("credentials stored in {:?}", secrets.kind());
     Ok(())

@@ -70,7 +70,10 @@ pub type HeartbeatOutcome = Result<CodeInfo, MarketFailure>;
 /// The marketplace's Model A APIs, as the agent uses them.
 pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// Activates one code (v1).
-    fn activate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>>;
+    fn activate<'a>(
+        &'a self,
+        code: &'a str,
+    ) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>>;
 
     /// Queries up to 100 codes (v1 for one, v2 for several). The outer error is for the whole
     /// request; the inner results are per code, in input order.

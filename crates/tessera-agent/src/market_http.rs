@@ -127,7 +127,11 @@ impl KooMarket {
         let host = match (parsed.host_str(), parsed.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
-            _ => return Err(Failure::Unreachable("the marketplace URL has no host".to_owned())),
+            _ => {
+                return Err(Failure::Unreachable(
+                    "the marketplace URL has no host".to_owned(),
+                ));
+            }
         };
         let req = SigningRequest::new("POST", &host, parsed.path())
             .header("Content-Type", "application/json")
@@ -150,7 +154,9 @@ impl KooMarket {
             .headers()
             .get("date")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok());
+            .and_then(|v| {
+                OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
+            });
         let retry_after = resp
             .headers()
             .get("retry-after")
@@ -223,8 +229,11 @@ fn parse_time(v: Option<&Value>) -> Option<OffsetDateTime> {
 }
 
 fn amount(v: Option<&Value>) -> Option<u32> {
-    v.and_then(|a| a.as_u64().or_else(|| a.as_str().and_then(|s| s.parse().ok())))
-        .and_then(|a| u32::try_from(a).ok())
+    v.and_then(|a| {
+        a.as_u64()
+            .or_else(|| a.as_str().and_then(|s| s.parse().ok()))
+    })
+    .and_then(|a| u32::try_from(a).ok())
 }
 
 fn info_from(obj: &Value) -> CodeInfo {
@@ -235,7 +244,10 @@ fn info_from(obj: &Value) -> CodeInfo {
             .unwrap_or("UNKNOWN")
             .to_owned(),
         expires_at: parse_time(obj.get("expire_time")),
-        product_id: obj.get("product_id").and_then(Value::as_str).map(str::to_owned),
+        product_id: obj
+            .get("product_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         amount: amount(obj.get("amount")),
     }
 }
@@ -243,7 +255,10 @@ fn info_from(obj: &Value) -> CodeInfo {
 impl KooMarket {
     async fn heartbeat_one(&self, code: &str) -> Result<Answer<HeartbeatOutcome>, MarketFailure> {
         match self
-            .post(&format!("{OPEN_API}/v1/license/heartbeat"), &json!({ "license": code }))
+            .post(
+                &format!("{OPEN_API}/v1/license/heartbeat"),
+                &json!({ "license": code }),
+            )
             .await
         {
             Ok(a) => Ok(Answer {
@@ -260,10 +275,16 @@ impl KooMarket {
 }
 
 impl Marketplace for KooMarket {
-    fn activate<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>> {
+    fn activate<'a>(
+        &'a self,
+        code: &'a str,
+    ) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>> {
         Box::pin(async move {
             let a = self
-                .post(&format!("{OPEN_API}/v1/license/activate"), &json!({ "license": code }))
+                .post(
+                    &format!("{OPEN_API}/v1/license/activate"),
+                    &json!({ "license": code }),
+                )
                 .await?;
             // license_code_info is a JSON string holding an object (PROTOCOL.md §2.1.1).
             let info = a
@@ -304,7 +325,10 @@ impl Marketplace for KooMarket {
                 });
             }
             match self
-                .post(&format!("{OPEN_API}/v2/license/heartbeat"), &json!({ "license_list": codes }))
+                .post(
+                    &format!("{OPEN_API}/v2/license/heartbeat"),
+                    &json!({ "license_list": codes }),
+                )
                 .await
             {
                 Ok(a) => {
@@ -319,7 +343,10 @@ impl Marketplace for KooMarket {
                         .iter()
                         .map(|code| {
                             list.iter()
-                                .find(|i| i.get("license_code").and_then(Value::as_str) == Some(code.as_str()))
+                                .find(|i| {
+                                    i.get("license_code").and_then(Value::as_str)
+                                        == Some(code.as_str())
+                                })
                                 .map(info_from)
                                 .ok_or_else(|| MarketFailure::Refused {
                                     code: crate::market::CODE_NOT_EXIST.to_owned(),
@@ -348,7 +375,11 @@ impl Marketplace for KooMarket {
         })
     }
 
-    fn report_usage<'a>(&'a self, codes: &'a [String], id: &'a str) -> BoxFuture<'a, Result<Answer<()>, MarketFailure>> {
+    fn report_usage<'a>(
+        &'a self,
+        codes: &'a [String],
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Answer<()>, MarketFailure>> {
         Box::pin(async move {
             let usage: Vec<Value> = codes
                 .iter()

@@ -59,7 +59,11 @@ impl Paths {
     /// # Errors
     /// When a directory has no override and the platform gives no home directory.
     pub fn from_env() -> Result<Self, NoHomeDir> {
-        Self::from_lookup(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+        Self::from_lookup(|k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
     }
 
     /// The paths from `lookup` (an environment stand-in) and the platform conventions.
@@ -98,7 +102,8 @@ impl Paths {
                 |run| run.join("tessera").join("agent.sock"),
             ),
         };
-        let system_products_dir = lookup(ENV_SYSTEM_PRODUCTS_DIR).or_else(default_system_products_dir);
+        let system_products_dir =
+            lookup(ENV_SYSTEM_PRODUCTS_DIR).or_else(default_system_products_dir);
         Ok(Self {
             config_dir,
             system_products_dir,
@@ -148,7 +153,9 @@ fn default_system_products_dir() -> Option<PathBuf> {
     if cfg!(target_os = "windows") {
         std::env::var_os("ProgramData").map(|p| PathBuf::from(p).join("Tessera").join("products.d"))
     } else if cfg!(target_os = "macos") {
-        Some(PathBuf::from("/Library/Application Support/Tessera/products.d"))
+        Some(PathBuf::from(
+            "/Library/Application Support/Tessera/products.d",
+        ))
     } else {
         Some(PathBuf::from("/etc/tessera/products.d"))
     }
@@ -189,12 +196,17 @@ mod tests {
         assert_eq!(p.system_products_dir, Some(PathBuf::from("/sys-products")));
         assert_eq!(p.database(), PathBuf::from("/s/agent.db"));
 
-        let with_socket: HashMap<&str, &str> =
-            [(ENV_STATE_DIR, "/s"), (ENV_CONFIG_DIR, "/c"), (ENV_SOCKET, "/x.sock")].into();
+        let with_socket: HashMap<&str, &str> = [
+            (ENV_STATE_DIR, "/s"),
+            (ENV_CONFIG_DIR, "/c"),
+            (ENV_SOCKET, "/x.sock"),
+        ]
+        .into();
         let p = Paths::from_lookup(|k| with_socket.get(k).map(PathBuf::from)).unwrap();
         assert_eq!(p.socket, PathBuf::from("/x.sock"));
 
-        let no_runtime: HashMap<&str, &str> = [(ENV_STATE_DIR, "/s"), (ENV_CONFIG_DIR, "/c")].into();
+        let no_runtime: HashMap<&str, &str> =
+            [(ENV_STATE_DIR, "/s"), (ENV_CONFIG_DIR, "/c")].into();
         let p = Paths::from_lookup(|k| no_runtime.get(k).map(PathBuf::from)).unwrap();
         assert_eq!(p.socket, PathBuf::from("/s/agent.sock"));
     }

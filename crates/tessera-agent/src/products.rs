@@ -95,7 +95,10 @@ impl Policy {
             ));
         }
         if !(1..=1440).contains(&self.lease_minutes) {
-            return Err(format!("policy.lease_minutes is {}, allowed 1..=1440", self.lease_minutes));
+            return Err(format!(
+                "policy.lease_minutes is {}, allowed 1..=1440",
+                self.lease_minutes
+            ));
         }
         if !(1..=24).contains(&self.heartbeat_interval_hours) {
             return Err(format!(
@@ -279,7 +282,9 @@ fn read_descriptor(path: &Path) -> Result<ProductDescriptor, DescriptorError> {
     };
     let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it ({e})")))?;
     if meta.len() > MAX_DESCRIPTOR_BYTES {
-        return Err(err(format!("it is larger than {MAX_DESCRIPTOR_BYTES} bytes")));
+        return Err(err(format!(
+            "it is larger than {MAX_DESCRIPTOR_BYTES} bytes"
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it ({e})")))?;
     ProductDescriptor::parse(&text, path)
@@ -328,11 +333,8 @@ offline_grace_days = 7
         )
         .unwrap_err();
         assert!(e.problem.contains("keys"), "{e}");
-        let e = ProductDescriptor::parse(
-            &GOOD.replace("P-1", "../../etc"),
-            Path::new("e.toml"),
-        )
-        .unwrap_err();
+        let e = ProductDescriptor::parse(&GOOD.replace("P-1", "../../etc"), Path::new("e.toml"))
+            .unwrap_err();
         assert!(e.problem.contains("product_id"));
     }
 

@@ -117,7 +117,11 @@ impl Secrets {
     ///
     /// # Errors
     /// When the chosen store cannot be used at all.
-    pub fn open(choice: StoreChoice, secrets_file: &Path, identity: &[u8]) -> Result<Self, SecretsError> {
+    pub fn open(
+        choice: StoreChoice,
+        secrets_file: &Path,
+        identity: &[u8],
+    ) -> Result<Self, SecretsError> {
         if choice != StoreChoice::File {
             match open_os_keyring() {
                 Ok((store, kind)) => {
@@ -127,7 +131,9 @@ impl Secrets {
                         note: None,
                     });
                 }
-                Err(why) if choice == StoreChoice::Keyring => return Err(SecretsError::NoKeyring(why)),
+                Err(why) if choice == StoreChoice::Keyring => {
+                    return Err(SecretsError::NoKeyring(why));
+                }
                 Err(why) => {
                     tracing::info!(reason = %why, "no usable OS keyring; using the encrypted secrets file");
                     let file = EncryptedFile::open(secrets_file, identity)?;
@@ -197,13 +203,15 @@ impl Secrets {
     /// When the store fails.
     pub fn set(&self, name: &str, value: &[u8]) -> Result<(), SecretsError> {
         match &self.backend {
-            Backend::Keyring(store) => entry(store, name, "write")?
-                .set_secret(value)
-                .map_err(|source| SecretsError::Keyring {
-                    op: "write",
-                    name: name.to_owned(),
-                    source,
-                }),
+            Backend::Keyring(store) => {
+                entry(store, name, "write")?
+                    .set_secret(value)
+                    .map_err(|source| SecretsError::Keyring {
+                        op: "write",
+                        name: name.to_owned(),
+                        source,
+                    })
+            }
             Backend::File(f) => f.set(name, Some(value)),
         }
     }
@@ -230,7 +238,11 @@ impl Secrets {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn get_or_create_random(&self, name: &str, len: usize) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+    pub fn get_or_create_random(
+        &self,
+        name: &str,
+        len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
         if let Some(v) = self.get(name)? {
             return Ok(v);
         }
@@ -241,7 +253,11 @@ impl Secrets {
     }
 }
 
-fn entry(store: &Arc<CredentialStore>, name: &str, op: &'static str) -> Result<Entry, SecretsError> {
+fn entry(
+    store: &Arc<CredentialStore>,
+    name: &str,
+    op: &'static str,
+) -> Result<Entry, SecretsError> {
     store
         .build(SERVICE, name, None)
         .map_err(|source| SecretsError::Keyring {
@@ -322,7 +338,8 @@ impl EncryptedFile {
                 }
                 let text = std::fs::read(path).map_err(|e| io("read", e))?;
                 let undecryptable = || SecretsError::Undecryptable(path.to_path_buf());
-                let env: FileEnvelope = serde_json::from_slice(&text).map_err(|_| undecryptable())?;
+                let env: FileEnvelope =
+                    serde_json::from_slice(&text).map_err(|_| undecryptable())?;
                 let salt: [u8; 32] = B64
                     .decode(&env.salt)
                     .ok()
@@ -346,7 +363,10 @@ impl EncryptedFile {
                 let mut entries = BTreeMap::new();
                 for (k, v) in map {
                     let v = Zeroizing::new(v);
-                    entries.insert(k, Zeroizing::new(B64.decode(v.as_bytes()).map_err(|_| undecryptable())?));
+                    entries.insert(
+                        k,
+                        Zeroizing::new(B64.decode(v.as_bytes()).map_err(|_| undecryptable())?),
+                    );
                 }
                 Ok(Self {
                     path: path.to_path_buf(),
@@ -372,12 +392,18 @@ impl EncryptedFile {
     }
 
     fn get(&self, name: &str) -> Option<Zeroizing<Vec<u8>>> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.get(name).cloned()
     }
 
     fn set(&self, name: &str, value: Option<&[u8]>) -> Result<(), SecretsError> {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = entries.clone();
         match value {
             Some(v) => {

@@ -4,12 +4,13 @@
 //! (no product id) may act on any. Access to the socket itself is decided by the IPC server from
 //! the kernel's peer credentials.
 
-
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use tessera_ipc::proto::{AuthCode, FingerprintInfo, LeaseId, LicenseSource};
-use tessera_ipc::{Call, CloseReason, ErrorCode, Lease, RemoteError, Reply, SessionHandler, SessionInfo};
+use tessera_ipc::{
+    Call, CloseReason, ErrorCode, Lease, RemoteError, Reply, SessionHandler, SessionInfo,
+};
 use tessera_types::events::{DeliveredLicense, DeliveryStatus, Event, LicenseKind};
 use tessera_types::state::ProductModel;
 use tessera_types::{ProductState, Snapshot};
@@ -18,7 +19,9 @@ use crate::agent::Agent;
 use crate::core::day_of;
 use crate::db::CodeRow;
 use crate::enforcement::CodeStatus;
-use crate::market::{CODE_ILLEGAL_STATE, CODE_NOT_EXIST, CODE_NOT_RECEIVED, CodeInfo, MarketFailure};
+use crate::market::{
+    CODE_ILLEGAL_STATE, CODE_NOT_EXIST, CODE_NOT_RECEIVED, CodeInfo, MarketFailure,
+};
 
 /// Longest authorization code accepted (KooGallery: 64).
 pub const MAX_CODE_LEN: usize = 64;
@@ -47,7 +50,12 @@ impl SessionHandler for Agent {
         Ok(self.core.snapshot())
     }
 
-    async fn request(&self, session: &SessionInfo, id: u64, call: Call) -> Result<Reply, RemoteError> {
+    async fn request(
+        &self,
+        session: &SessionInfo,
+        id: u64,
+        call: Call,
+    ) -> Result<Reply, RemoteError> {
         match call {
             Call::Status => Ok(Reply::Snapshot(self.core.snapshot())),
             Call::ActivateCode { product_id, code } => {
@@ -62,13 +70,19 @@ impl SessionHandler for Agent {
                     (!session.app.product_id.is_empty()).then(|| session.app.product_id.clone())
                 });
                 let (text, kind) = read_source(source).await?;
-                let ps = self.import_license(product_id.as_deref(), &text, kind).await?;
+                let ps = self
+                    .import_license(product_id.as_deref(), &text, kind)
+                    .await?;
                 self.check_scope(session, &ps.product_id)?;
                 Ok(Reply::ProductState(ps))
             }
-            Call::RequestLicense { kind, file_name, .. } => {
+            Call::RequestLicense {
+                kind, file_name, ..
+            } => {
                 let pid = self.product_for(session, None)?;
-                let event = self.license_delivery(&pid, kind, file_name.as_deref()).await;
+                let event = self
+                    .license_delivery(&pid, kind, file_name.as_deref())
+                    .await;
                 self.core.answer_event(session.session_id, id, &event);
                 Ok(Reply::Ack)
             }
@@ -88,10 +102,14 @@ impl SessionHandler for Agent {
                     .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
                 Ok(Reply::Ack)
             }
-            Call::TrialExpired { kind, file_name, .. } => {
+            Call::TrialExpired {
+                kind, file_name, ..
+            } => {
                 let pid = self.product_for(session, None)?;
                 tracing::info!(product_id = %pid, "application reports its trial expired");
-                let event = self.license_delivery(&pid, kind, file_name.as_deref()).await;
+                let event = self
+                    .license_delivery(&pid, kind, file_name.as_deref())
+                    .await;
                 self.core.answer_event(session.session_id, id, &event);
                 Ok(Reply::Ack)
             }
@@ -118,7 +136,10 @@ impl SessionHandler for Agent {
                 self.accept_update(&pid).await?;
                 Ok(Reply::Ack)
             }
-            Call::Checkout { feature, product_id } => {
+            Call::Checkout {
+                feature,
+                product_id,
+            } => {
                 let pid = self.product_for(session, product_id)?;
                 self.checkout(session, &pid, &feature).map(Reply::Lease)
             }
@@ -132,7 +153,13 @@ impl SessionHandler for Agent {
             }
             Call::Fingerprint => Ok(Reply::Fingerprint(FingerprintInfo {
                 koogallery: self.identity.fingerprint.as_str().to_owned(),
-                short_form: Some(self.identity.fingerprint.to_request_form().as_str().to_owned()),
+                short_form: Some(
+                    self.identity
+                        .fingerprint
+                        .to_request_form()
+                        .as_str()
+                        .to_owned(),
+                ),
                 hardware_id: Some(self.identity.hardware_id.summary()),
             })),
             Call::SetLogLevel { filter } => match &self.log_control {
@@ -141,11 +168,17 @@ impl SessionHandler for Agent {
                     tracing::info!(filter = %filter, "log filter changed");
                     Ok(Reply::Ack)
                 }
-                None => Err(err(ErrorCode::Unsupported, "this agent's log level is fixed by its host")),
+                None => Err(err(
+                    ErrorCode::Unsupported,
+                    "this agent's log level is fixed by its host",
+                )),
             },
             Call::Shutdown => {
                 if !session.app.product_id.is_empty() {
-                    return Err(err(ErrorCode::Denied, "applications may not stop the agent"));
+                    return Err(err(
+                        ErrorCode::Denied,
+                        "applications may not stop the agent",
+                    ));
                 }
                 tracing::info!("shutdown requested over IPC");
                 self.shutdown_requested.notify_one();
@@ -153,7 +186,10 @@ impl SessionHandler for Agent {
                 Ok(Reply::Ack)
             }
             Call::Subscribe { .. } => Ok(Reply::Ack),
-            Call::Unsupported => Err(err(ErrorCode::Unsupported, "this agent does not serve that call")),
+            Call::Unsupported => Err(err(
+                ErrorCode::Unsupported,
+                "this agent does not serve that call",
+            )),
         }
     }
 
@@ -164,11 +200,16 @@ impl SessionHandler for Agent {
     }
 }
 
-async fn read_source(source: LicenseSource) -> Result<(Zeroizing<String>, LicenseKind), RemoteError> {
+async fn read_source(
+    source: LicenseSource,
+) -> Result<(Zeroizing<String>, LicenseKind), RemoteError> {
     match source {
         LicenseSource::Content { content } => {
             if content.0.len() > crate::licensing::MAX_LICENSE_BYTES {
-                return Err(err(ErrorCode::BadRequest, "the License is larger than any License can be"));
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    "the License is larger than any License can be",
+                ));
             }
             let kind = if content.0.trim_start().starts_with("-----") || content.0.contains('\n') {
                 LicenseKind::File
@@ -178,15 +219,24 @@ async fn read_source(source: LicenseSource) -> Result<(Zeroizing<String>, Licens
             Ok((Zeroizing::new(content.0), kind))
         }
         LicenseSource::Path { path } => {
-            let meta = tokio::fs::metadata(&path)
-                .await
-                .map_err(|e| err(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
+            let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+                err(
+                    ErrorCode::NotFound,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             if meta.len() > crate::licensing::MAX_LICENSE_BYTES as u64 {
-                return Err(err(ErrorCode::BadRequest, "the file is larger than any License can be"));
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    "the file is larger than any License can be",
+                ));
             }
-            let text = tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| err(ErrorCode::BadRequest, format!("cannot read {}: {e}", path.display())))?;
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                err(
+                    ErrorCode::BadRequest,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             Ok((Zeroizing::new(text), LicenseKind::File))
         }
     }
@@ -202,12 +252,19 @@ impl Agent {
         if crate::core::Core::may_act_on(session, product_id) {
             Ok(())
         } else {
-            Err(err(ErrorCode::Denied, "an application may act only on its own product"))
+            Err(err(
+                ErrorCode::Denied,
+                "an application may act only on its own product",
+            ))
         }
     }
 
     /// The product a call is about: the one named, else the session's.
-    fn product_for(&self, session: &SessionInfo, named: Option<String>) -> Result<String, RemoteError> {
+    fn product_for(
+        &self,
+        session: &SessionInfo,
+        named: Option<String>,
+    ) -> Result<String, RemoteError> {
         let pid = match named {
             Some(p) => p,
             None if !session.app.product_id.is_empty() => session.app.product_id.clone(),
@@ -215,7 +272,10 @@ impl Agent {
         };
         self.check_scope(session, &pid)?;
         if self.core.catalog.get(&pid).is_none() {
-            return Err(err(ErrorCode::NotFound, format!("no product descriptor for {pid:?}")));
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("no product descriptor for {pid:?}"),
+            ));
         }
         Ok(pid)
     }
@@ -230,13 +290,26 @@ impl Agent {
 
     /// `ActivateCode`: activates with the marketplace, then stores the code (secrets) and its row
     /// (database) before answering, so an acknowledged activation survives a crash.
-    pub(crate) async fn activate(&self, pid: &str, code: AuthCode) -> Result<ProductState, RemoteError> {
+    pub(crate) async fn activate(
+        &self,
+        pid: &str,
+        code: AuthCode,
+    ) -> Result<ProductState, RemoteError> {
         if !self.core.uses(pid, ProductModel::AuthorizationCode) {
-            return Err(err(ErrorCode::BadRequest, "this product does not use authorization codes"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "this product does not use authorization codes",
+            ));
         }
         let code = Zeroizing::new(code.0.trim().to_owned());
-        if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(err(ErrorCode::BadRequest, "an authorization code is 1 to 64 printable characters"));
+        if code.is_empty()
+            || code.len() > MAX_CODE_LEN
+            || !code.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "an authorization code is 1 to 64 printable characters",
+            ));
         }
         let market = self
             .core
@@ -266,7 +339,12 @@ impl Agent {
                 match market.heartbeat(&codes).await {
                     Ok(a) => match a.value.into_iter().next() {
                         Some(Ok(info)) => (info, a.server_date),
-                        _ => return Err(err(ErrorCode::BadRequest, "the code is in a state that cannot be activated")),
+                        _ => {
+                            return Err(err(
+                                ErrorCode::BadRequest,
+                                "the code is in a state that cannot be activated",
+                            ));
+                        }
                     },
                     Err(e) => return Err(market_error(&e)),
                 }
@@ -344,9 +422,17 @@ impl Agent {
         Ok(())
     }
 
-    fn checkout(&self, session: &SessionInfo, pid: &str, feature: &str) -> Result<Lease, RemoteError> {
+    fn checkout(
+        &self,
+        session: &SessionInfo,
+        pid: &str,
+        feature: &str,
+    ) -> Result<Lease, RemoteError> {
         if feature.is_empty() || feature.len() > 64 {
-            return Err(err(ErrorCode::BadRequest, "a feature name is 1 to 64 characters"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "a feature name is 1 to 64 characters",
+            ));
         }
         let policy = self
             .core
@@ -362,7 +448,10 @@ impl Agent {
             .product(pid)
             .ok_or_else(|| err(ErrorCode::NotFound, "unknown product"))?;
         if !ps.state.allows_new_checkout() {
-            let why = ps.message.clone().unwrap_or_else(|| format!("{:?}", ps.reason));
+            let why = ps
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", ps.reason));
             return Err(err(ErrorCode::Blocked, why));
         }
         let seats = if ps.features.is_empty() {
@@ -371,13 +460,23 @@ impl Agent {
             match ps.features.iter().find(|f| f.name == feature) {
                 Some(f) => f.seats,
                 None => {
-                    return Err(err(ErrorCode::NotFound, format!("the License grants no feature {feature:?}")));
+                    return Err(err(
+                        ErrorCode::NotFound,
+                        format!("the License grants no feature {feature:?}"),
+                    ));
                 }
             }
         };
         let lease = st
             .leases
-            .check_out(&session.session_id.to_string(), pid, feature, seats, now, policy.lease())
+            .check_out(
+                &session.session_id.to_string(),
+                pid,
+                feature,
+                seats,
+                now,
+                policy.lease(),
+            )
             .map_err(|e| err(ErrorCode::NoSeat, e.to_string()))?;
         Ok(Lease {
             lease_id: LeaseId(lease.id),
@@ -400,7 +499,10 @@ impl Agent {
             .product(&pid)
             .is_some_and(|p| !p.state.allows_new_checkout());
         if blocked {
-            return Err(err(ErrorCode::Blocked, "the product is blocked; the lease runs to its end"));
+            return Err(err(
+                ErrorCode::Blocked,
+                "the product is blocked; the lease runs to its end",
+            ));
         }
         let length = self
             .core
@@ -423,7 +525,12 @@ impl Agent {
     }
 
     /// The `EVENT_LICENSE_VERIFY` answer to a License request.
-    async fn license_delivery(&self, pid: &str, kind: LicenseKind, file_name: Option<&str>) -> Event {
+    async fn license_delivery(
+        &self,
+        pid: &str,
+        kind: LicenseKind,
+        file_name: Option<&str>,
+    ) -> Event {
         let failed = |message: &str| Event::LicenseVerify {
             status: DeliveryStatus::Failed,
             license: match kind {
@@ -463,7 +570,12 @@ impl Agent {
         }
     }
 
-    async fn write_delivered_file(&self, pid: &str, file_name: Option<&str>, content: &str) -> Result<String, String> {
+    async fn write_delivered_file(
+        &self,
+        pid: &str,
+        file_name: Option<&str>,
+        content: &str,
+    ) -> Result<String, String> {
         let dir = self.paths.delivered_dir();
         let safe_name = file_name
             .and_then(|n| std::path::Path::new(n).file_name())
@@ -490,14 +602,17 @@ fn market_error(e: &MarketFailure) -> RemoteError {
             ErrorCode::BadRequest,
             "the code has not been received yet: accept it in KooGallery first (92020004)",
         ),
-        MarketFailure::Refused { code, .. } if code == CODE_NOT_EXIST => {
-            err(ErrorCode::NotFound, "the marketplace does not know this code (92020005)")
-        }
-        MarketFailure::Refused { code, message } => {
-            err(ErrorCode::BadRequest, format!("the marketplace refused the code: {code} {message}"))
-        }
-        MarketFailure::Unavailable { message, .. } => {
-            err(ErrorCode::Unavailable, format!("the marketplace is unavailable: {message}"))
-        }
+        MarketFailure::Refused { code, .. } if code == CODE_NOT_EXIST => err(
+            ErrorCode::NotFound,
+            "the marketplace does not know this code (92020005)",
+        ),
+        MarketFailure::Refused { code, message } => err(
+            ErrorCode::BadRequest,
+            format!("the marketplace refused the code: {code} {message}"),
+        ),
+        MarketFailure::Unavailable { message, .. } => err(
+            ErrorCode::Unavailable,
+            format!("the marketplace is unavailable: {message}"),
+        ),
     }
 }

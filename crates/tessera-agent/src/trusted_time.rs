@@ -127,14 +127,20 @@ mod tests {
             }
         );
         assert!(tt.tampered());
-        assert_eq!(tt.observe_local(t(100 * 3600 - 47 * 3600)), Observation::Normal);
+        assert_eq!(
+            tt.observe_local(t(100 * 3600 - 47 * 3600)),
+            Observation::Normal
+        );
         assert!(tt.tampered(), "moving forward a little does not clear it");
         // an online check with the true time clears it and records the offset
         tt.observe_online(t(100 * 3600 - 47 * 3600), t(101 * 3600));
         assert!(!tt.tampered());
         assert_eq!(tt.offset, Duration::hours(48));
         assert_eq!(tt.now(t(100 * 3600 - 47 * 3600)), t(101 * 3600));
-        assert_eq!(tt.observe_local(t(100 * 3600 - 46 * 3600)), Observation::Normal);
+        assert_eq!(
+            tt.observe_local(t(100 * 3600 - 46 * 3600)),
+            Observation::Normal
+        );
         assert!(!tt.tampered());
     }
 

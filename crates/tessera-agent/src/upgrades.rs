@@ -57,22 +57,38 @@ pub struct VerifiedManifest {
 ///
 /// # Errors
 /// A message saying why the manifest is not trusted.
-pub fn verify_manifest(body: &[u8], product_id: &str, key_pem: &str, now: OffsetDateTime) -> Result<VerifiedManifest, String> {
+pub fn verify_manifest(
+    body: &[u8],
+    product_id: &str,
+    key_pem: &str,
+    now: OffsetDateTime,
+) -> Result<VerifiedManifest, String> {
     if body.len() > MAX_MANIFEST_BYTES {
         return Err("the manifest is too large".to_owned());
     }
-    let env: Envelope = serde_json::from_slice(body).map_err(|_| "the manifest is not a manifest envelope".to_owned())?;
+    let env: Envelope = serde_json::from_slice(body)
+        .map_err(|_| "the manifest is not a manifest envelope".to_owned())?;
     if env.format != MANIFEST_FORMAT || env.alg != MANIFEST_ALG {
-        return Err(format!("unsupported manifest format {:?}/{:?}", env.format, env.alg));
+        return Err(format!(
+            "unsupported manifest format {:?}/{:?}",
+            env.format, env.alg
+        ));
     }
-    let payload = B64.decode(&env.payload).map_err(|_| "the manifest payload is not base64".to_owned())?;
-    let signature = B64.decode(&env.signature).map_err(|_| "the manifest signature is not base64".to_owned())?;
-    let key = rsa::RsaPublicKey::from_public_key_pem(key_pem).map_err(|_| "the product's manifest key is not an SPKI PEM RSA key".to_owned())?;
-    let signature = Signature::try_from(signature.as_slice()).map_err(|_| "the manifest signature is malformed".to_owned())?;
+    let payload = B64
+        .decode(&env.payload)
+        .map_err(|_| "the manifest payload is not base64".to_owned())?;
+    let signature = B64
+        .decode(&env.signature)
+        .map_err(|_| "the manifest signature is not base64".to_owned())?;
+    let key = rsa::RsaPublicKey::from_public_key_pem(key_pem)
+        .map_err(|_| "the product's manifest key is not an SPKI PEM RSA key".to_owned())?;
+    let signature = Signature::try_from(signature.as_slice())
+        .map_err(|_| "the manifest signature is malformed".to_owned())?;
     VerifyingKey::<sha2::Sha256>::new(key)
         .verify(&payload, &signature)
         .map_err(|_| "the manifest signature does not verify".to_owned())?;
-    let p: Payload = serde_json::from_slice(&payload).map_err(|_| "the manifest payload is not valid".to_owned())?;
+    let p: Payload = serde_json::from_slice(&payload)
+        .map_err(|_| "the manifest payload is not valid".to_owned())?;
     if p.format != MANIFEST_FORMAT || p.product_id != product_id {
         return Err("the manifest is for another product".to_owned());
     }
@@ -90,7 +106,8 @@ pub fn verify_manifest(body: &[u8], product_id: &str, key_pem: &str, now: Offset
 /// Compares dot-separated versions numerically (missing parts are 0, non-numbers compare as text).
 #[must_use]
 pub fn version_newer(candidate: &str, installed: &str) -> bool {
-    let parts = |v: &str| -> Vec<String> { v.trim().split(['.', '-']).map(str::to_owned).collect() };
+    let parts =
+        |v: &str| -> Vec<String> { v.trim().split(['.', '-']).map(str::to_owned).collect() };
     let (a, b) = (parts(candidate), parts(installed));
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).map_or("0", String::as_str);
@@ -187,9 +204,17 @@ impl Agent {
             Some(f) => f,
             None => {
                 if !self.check_new_versions(pid).await {
-                    return Err(RemoteError::new(ErrorCode::NotFound, "no upgrade is available for this product"));
+                    return Err(RemoteError::new(
+                        ErrorCode::NotFound,
+                        "no upgrade is available for this product",
+                    ));
                 }
-                self.core.lock().upgrade_offers.get(pid).copied().unwrap_or(false)
+                self.core
+                    .lock()
+                    .upgrade_offers
+                    .get(pid)
+                    .copied()
+                    .unwrap_or(false)
             }
         };
         let now = self.trusted_now();

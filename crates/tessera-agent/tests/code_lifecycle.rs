@@ -18,7 +18,10 @@ async fn activation_makes_the_product_active_and_checkouts_work() {
 
     let code = env.new_code();
     let ps = env.activate(&app, &code).await;
-    assert_eq!((ps.state, ps.reason), (LicenseState::Active, StateReason::Licensed));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Active, StateReason::Licensed)
+    );
     assert!(ps.expires_at.is_some());
     let lease = app.checkout("solver").await.unwrap();
     assert_eq!(lease.expires_at, env.clock.now() + Duration::minutes(15));
@@ -74,23 +77,32 @@ async fn expired_then_renewed_then_released() {
     app.checkout("solver").await.ok();
     env.agent().tick().await;
     let ps = env.state();
-    assert_eq!((ps.state, ps.reason), (LicenseState::Blocked, StateReason::Expired));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Blocked, StateReason::Expired)
+    );
     let refused = app.checkout("solver").await.unwrap_err();
     assert!(format!("{refused:?}").contains("EXPIRED"), "{refused:?}");
 
     let new_expiry = KooTime::new(env.clock.now() + Duration::days(365));
     env.sim
-        .renew_code(&code, &Renewal {
-            expire_time: new_expiry,
-            scene: Some(RenewScene::Renewal),
-            product_id: None,
-        })
+        .renew_code(
+            &code,
+            &Renewal {
+                expire_time: new_expiry,
+                scene: Some(RenewScene::Renewal),
+                product_id: None,
+            },
+        )
         .unwrap();
     env.clock.advance(Duration::minutes(2));
     app.checkout("solver").await.ok();
     env.agent().tick().await;
     let ps = env.state();
-    assert_eq!((ps.state, ps.reason), (LicenseState::Active, StateReason::Licensed));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Active, StateReason::Licensed)
+    );
     assert!(app.checkout("solver").await.is_ok());
 
     env.sim.release_code(&code, true).unwrap();
@@ -98,7 +110,10 @@ async fn expired_then_renewed_then_released() {
     app.checkout("solver").await.ok();
     env.agent().tick().await;
     let ps = env.state();
-    assert_eq!((ps.state, ps.reason), (LicenseState::Blocked, StateReason::Released));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Blocked, StateReason::Released)
+    );
 }
 
 #[tokio::test]
@@ -118,7 +133,8 @@ async fn fourteen_days_offline_block_on_day_15_not_before() {
         assert_eq!(ps.state, LicenseState::Grace, "half-day {half_day}: {ps:?}");
         assert_eq!(ps.deadline, Some(start + Duration::days(14)));
     }
-    env.clock.set(start + Duration::days(14) - Duration::seconds(1));
+    env.clock
+        .set(start + Duration::days(14) - Duration::seconds(1));
     env.agent().tick().await;
     assert_eq!(env.state().state, LicenseState::Grace);
     assert!(app.checkout("solver").await.is_ok());
@@ -126,7 +142,10 @@ async fn fourteen_days_offline_block_on_day_15_not_before() {
     env.clock.set(start + Duration::days(14));
     env.agent().tick().await;
     let ps = env.state();
-    assert_eq!((ps.state, ps.reason), (LicenseState::Blocked, StateReason::OfflineGraceSpent));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Blocked, StateReason::OfflineGraceSpent)
+    );
     assert!(app.checkout("solver").await.is_err());
 
     // back online: one successful check restores it
@@ -150,7 +169,10 @@ async fn clock_rolled_back_48h_while_offline_refuses_grace() {
     env.clock.advance(Duration::hours(-48));
     env.agent().tick().await;
     let ps = env.state();
-    assert_eq!((ps.state, ps.reason), (LicenseState::Blocked, StateReason::ClockTampered));
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Blocked, StateReason::ClockTampered)
+    );
     assert!(env.agent().status().clock_tampered);
     assert!(app.checkout("solver").await.is_err());
 
@@ -194,7 +216,9 @@ async fn blocking_pushes_a_state_event_and_leases_run_to_their_end() {
     env.agent().tick().await;
     assert_eq!(env.state().state, LicenseState::Blocked);
     let mut saw_state = false;
-    while let Ok(Some(ev)) = tokio::time::timeout(std::time::Duration::from_secs(2), events.next()).await {
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), events.next()).await
+    {
         if let Ok(tessera_types::Event::LicenseState(ps)) = ev.event()
             && ps.state == LicenseState::Blocked
         {
@@ -210,5 +234,8 @@ async fn blocking_pushes_a_state_event_and_leases_run_to_their_end() {
         })
         .await;
     assert!(renew.is_err());
-    assert!(app.release(lease.lease_id).await.is_ok(), "the lease was still held");
+    assert!(
+        app.release(lease.lease_id).await.is_ok(),
+        "the lease was still held"
+    );
 }

@@ -639,3 +639,29 @@ async fn reconnect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        let ceilings: Vec<u128> = (0..7).map(|n| backoff.ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff.ceiling(u32::MAX), Duration::from_secs(2));
+
+        let mut rng = StdRng::seed_from_u64(7);
+        let delays: Vec<Duration> = (0..2000).map(|_| backoff.delay(3, &mut rng)).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(800)));
+        // Full jitter spreads over the whole range rather than clustering at the ceiling.
+        assert!(delays.iter().any(|d| *d < Duration::from_millis(100)));
+        assert!(delays.iter().any(|d| *d > Duration::from_millis(700)));
+    }
+}

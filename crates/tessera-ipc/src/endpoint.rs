@@ -150,3 +150,20 @@ pub async fn probe_existing(endpoint: &Endpoint) -> Result<ProbeOutcome, Endpoin
 pub fn current_user() -> Result<UserId, EndpointError> {
     platform::current_user()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_socket_wins_over_defaults() {
+        let env = EndpointEnv {
+            socket: Some("/srv/test/agent.sock".into()),
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            tmpdir: None,
+        };
+        let endpoint = Endpoint::resolve(&env).unwrap();
+        assert_eq!(endpoint.path(), Path::new("/srv/test/agent.sock"));
+        assert_eq!(endpoint.to_string(), "/srv/test/agent.sock");
+    }
+}

@@ -26,7 +26,7 @@ use crate::issuer::{self, LicenseTerms};
 use crate::market::{BoxFuture, MarketFailure, Marketplace, Upload};
 use crate::store::{
     Instance, InstanceStatus, IssueOutcome, IssueRequest, IssuedLicense, Job, JobState,
-    OrderDetails, Store, StoreError,
+    OrderDetails, RenewalRecord, Store, StoreError,
 };
 
 /// The file name License files are uploaded under.
@@ -331,17 +331,14 @@ impl IsvService {
             }
             CallbackRequest::GetLicenseAsync(r) => self.get_license_async(&r).await,
             CallbackRequest::RefreshLicenseCode(r) => {
-                store
-                    .refresh_code(
-                        &r.license,
-                        ms(r.expire_time.datetime()),
-                        &r.order_id,
-                        &r.order_line_id,
-                        r.scene.as_str(),
-                        r.product_id.as_deref(),
-                        now,
-                    )
-                    .await?;
+                let renewal = RenewalRecord {
+                    expire_ms: ms(r.expire_time.datetime()),
+                    order_id: &r.order_id,
+                    order_line_id: &r.order_line_id,
+                    scene: r.scene.as_str(),
+                    product_id: r.product_id.as_deref(),
+                };
+                store.refresh_code(&r.license, &renewal, now).await?;
                 Ok(answer(IsvResultCode::Success))
             }
             CallbackRequest::UpdateLicenseCodeStatus(r) => {
@@ -410,11 +407,13 @@ impl IsvService {
             .store
             .refresh_instance(
                 &r.instance_id,
-                ms(r.expire_time.datetime()),
-                &r.order_id,
-                &r.order_line_id,
-                r.scene.as_str(),
-                r.product_id.as_deref(),
+                &RenewalRecord {
+                    expire_ms: ms(r.expire_time.datetime()),
+                    order_id: &r.order_id,
+                    order_line_id: &r.order_line_id,
+                    scene: r.scene.as_str(),
+                    product_id: r.product_id.as_deref(),
+                },
                 now,
             )
             .await?;

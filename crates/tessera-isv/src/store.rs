@@ -238,6 +238,21 @@ pub struct LicenseCode {
     pub updated_ms: i64,
 }
 
+/// A renewal as refreshInstance / refreshLicenseCode carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewalRecord<'a> {
+    /// The new expiry.
+    pub expire_ms: i64,
+    /// The renewal (or renewal-cancellation) order.
+    pub order_id: &'a str,
+    /// Its line.
+    pub order_line_id: &'a str,
+    /// `scene`.
+    pub scene: &'a str,
+    /// A new productId, when the period type changed.
+    pub product_id: Option<&'a str>,
+}
+
 /// What [`Store::issue_once`] needs besides the License itself.
 #[derive(Debug, Clone, Copy)]
 pub struct IssueRequest<'a> {
@@ -465,15 +480,10 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    #[allow(clippy::too_many_arguments)]
     pub async fn refresh_instance(
         &self,
         instance_id: &str,
-        expire_ms: i64,
-        order_id: &str,
-        order_line_id: &str,
-        scene: &str,
-        product_id: Option<&str>,
+        r: &RenewalRecord<'_>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
@@ -482,11 +492,11 @@ impl Store {
              WHERE instance_id = $1 AND status <> 'RELEASED'",
         )
         .bind(instance_id)
-        .bind(expire_ms)
-        .bind(order_id)
-        .bind(order_line_id)
-        .bind(scene)
-        .bind(product_id)
+        .bind(r.expire_ms)
+        .bind(r.order_id)
+        .bind(r.order_line_id)
+        .bind(r.scene)
+        .bind(r.product_id)
         .bind(now_ms)
         .execute(&self.pool)
         .await?
@@ -981,11 +991,7 @@ impl Store {
     pub async fn refresh_code(
         &self,
         code: &str,
-        expire_ms: i64,
-        order_id: &str,
-        order_line_id: &str,
-        scene: &str,
-        product_id: Option<&str>,
+        r: &RenewalRecord<'_>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -996,11 +1002,11 @@ impl Store {
              last_scene = $6, updated_ms = $7 WHERE license_codes.status <> 'RELEASED'",
         )
         .bind(code)
-        .bind(expire_ms)
-        .bind(order_id)
-        .bind(order_line_id)
-        .bind(product_id)
-        .bind(scene)
+        .bind(r.expire_ms)
+        .bind(r.order_id)
+        .bind(r.order_line_id)
+        .bind(r.product_id)
+        .bind(r.scene)
         .bind(now_ms)
         .execute(&self.pool)
         .await?;

@@ -180,6 +180,11 @@ fn get_license(instance: &str, event: &str, fp: Option<&str>, expire: Option<&st
 async fn refused_callbacks_change_nothing(db: Db) {
     let Some(h) = harness(db).await else { return };
     let instance = h.new_instance("CS-1").await;
+    let store = h.isv.service.store();
+    eventually("order query job done", || async {
+        store.job_counts().await.unwrap().done == 1
+    })
+    .await;
     let before = h.state().await;
     let body = format!(
         r#"{{"activity":"releaseInstance","instanceId":"{instance}","testFlag":"0"}}"#

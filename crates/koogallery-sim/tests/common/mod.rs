@@ -185,7 +185,11 @@ impl Isv {
     }
 }
 
-async fn produce(State(isv): State<Isv>, RawQuery(query): RawQuery, body: Bytes) -> axum::response::Response {
+async fn produce(
+    State(isv): State<Isv>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> axum::response::Response {
     let query = query.unwrap_or_default();
     let verified = SignatureParams::from_query(&query).is_ok_and(|params| {
         verify_signature(&AccessKey::new(ISV_KEY), &body, &params, isv.clock.now()).is_ok()
@@ -208,11 +212,14 @@ async fn produce(State(isv): State<Isv>, RawQuery(query): RawQuery, body: Bytes)
         Script::AlwaysFail => true,
     };
     if !verified {
-        return axum::Json(json!({"resultCode": "000001", "resultMsg": "bad signature"})).into_response();
+        return axum::Json(json!({"resultCode": "000001", "resultMsg": "bad signature"}))
+            .into_response();
     }
     if fail {
         return match script {
-            Script::AlwaysFail => axum::Json(json!({"resultCode": "000005", "resultMsg": "internal"})).into_response(),
+            Script::AlwaysFail => {
+                axum::Json(json!({"resultCode": "000005", "resultMsg": "internal"})).into_response()
+            }
             _ => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         };
     }

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use koogallery_sim::{DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LicenseModel, ManifestKeySource, NewOrder, Sim, SimConfig};
+use koogallery_sim::{
+    DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LicenseModel, ManifestKeySource, NewOrder, Sim,
+    SimConfig,
+};
 use tessera_agent::config::Settings;
 use tessera_agent::secrets::{Secrets, StoreKind};
 use tessera_agent::{Agent, AgentHandle, AgentOptions, Paths, Scheduling};
@@ -14,7 +17,8 @@ use tessera_types::{ManualClock, ProductState};
 use zeroize::Zeroizing;
 
 pub const PRODUCT: &str = "P-CAD";
-pub const FIXTURE_KEY: &str = include_str!("../../../koogallery-sim/tests/fixtures/manifest-key-2048.pem");
+pub const FIXTURE_KEY: &str =
+    include_str!("../../../koogallery-sim/tests/fixtures/manifest-key-2048.pem");
 
 pub struct Env {
     pub sim: Sim,
@@ -26,7 +30,9 @@ pub struct Env {
 }
 
 pub fn descriptor(policy: &str) -> String {
-    format!("product_id = \"{PRODUCT}\"\nname = \"FooCAD\"\nmodels = [\"authorization_code\"]\n[policy]\n{policy}\n")
+    format!(
+        "product_id = \"{PRODUCT}\"\nname = \"FooCAD\"\nmodels = [\"authorization_code\"]\n[policy]\n{policy}\n"
+    )
 }
 
 pub async fn start_sim(dir: &std::path::Path, clock: &ManualClock) -> Sim {
@@ -53,7 +59,11 @@ pub async fn env(policy: &str) -> Env {
     let sim = start_sim(dir.path(), &clock).await;
     let paths = Paths::under(&dir.path().join("agent"));
     std::fs::create_dir_all(paths.user_products_dir()).unwrap();
-    std::fs::write(paths.user_products_dir().join("cad.toml"), descriptor(policy)).unwrap();
+    std::fs::write(
+        paths.user_products_dir().join("cad.toml"),
+        descriptor(policy),
+    )
+    .unwrap();
     let settings = settings_for(&sim);
     let mut env = Env {
         sim,
@@ -94,7 +104,11 @@ impl Env {
             .sim
             .create_order(&NewOrder::yearly(LicenseModel::AuthorizationCode, PRODUCT))
             .unwrap();
-        let code = self.sim.issue_code(&order.order.order_id, None).unwrap().code;
+        let code = self
+            .sim
+            .issue_code(&order.order.order_id, None)
+            .unwrap()
+            .code;
         self.sim.accept_code(&code).unwrap();
         code
     }

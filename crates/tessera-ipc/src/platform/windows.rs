@@ -132,7 +132,7 @@ fn process_user_sid(process: HANDLE) -> io::Result<UserId> {
     let mut len = 0u32;
     // SAFETY: a size query with a null buffer, as documented.
     unsafe { GetTokenInformation(token.0, TokenUser, std::ptr::null_mut(), 0, &mut len) };
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
     // SAFETY: `buf` has the size the previous call asked for.
     if unsafe { GetTokenInformation(token.0, TokenUser, buf.as_mut_ptr().cast(), len, &mut len) }
         == 0
@@ -167,7 +167,7 @@ pub(crate) fn default_endpoint(_env: &EndpointEnv) -> Result<PathBuf, EndpointEr
 pub(crate) async fn probe(path: &Path) -> Result<ProbeOutcome, EndpointError> {
     match ClientOptions::new().open(path) {
         Ok(_) => Ok(ProbeOutcome::Alive),
-        Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => Ok(ProbeOutcome::Alive),
+        Err(e) if is_pipe_busy(&e) => Ok(ProbeOutcome::Alive),
         // A pipe disappears with its last handle: nothing is ever stale.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ProbeOutcome::Absent),
         Err(source) => Err(EndpointError::Io {
@@ -207,7 +207,7 @@ impl Descriptor {
 
     fn create(&self, name: &Path, first: bool) -> io::Result<NamedPipeServer> {
         let mut attrs = SECURITY_ATTRIBUTES {
-            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            nLength: u32::try_from(std::mem::size_of::<SECURITY_ATTRIBUTES>()).unwrap_or(u32::MAX),
             lpSecurityDescriptor: self.0.0,
             bInheritHandle: 0,
         };
@@ -289,12 +289,18 @@ fn peer_identity(pipe: &NamedPipeServer) -> io::Result<PeerIdentity> {
     })
 }
 
+fn is_pipe_busy(e: &io::Error) -> bool {
+    e.raw_os_error()
+        .and_then(|code| u32::try_from(code).ok())
+        .is_some_and(|code| code == ERROR_PIPE_BUSY)
+}
+
 pub(crate) async fn connect(path: &Path) -> io::Result<Stream> {
     // Every instance busy: the server creates the next one right after each accept.
     for _ in 0..50 {
         match ClientOptions::new().open(path) {
             Ok(client) => return Ok(Stream::Client(client)),
-            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+            Err(e) if is_pipe_busy(&e) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => return Err(e),
