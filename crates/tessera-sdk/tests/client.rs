@@ -284,3 +284,12 @@ fn the_state_reported_after_a_reconnect_is_announced_when_it_changed() {
     let isc: tessera_ipc::IscEvent = serde_json::from_str(&json).unwrap();
     assert!(matches!(isc.to_event().unwrap(), Event::LicenseState(s) if s.state == LicenseState::Grace));
 }
+
+#[test]
+fn zz_debug_connect_twice() {
+    let agent = AgentHarness::start();
+    let client = Client::new(options(&agent)).unwrap();
+    client.connect(CONNECT).unwrap();
+    eprintln!("link after connect: {:?}", client.link());
+    client.connect(Duration::ZERO).unwrap();
+}
