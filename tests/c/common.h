@@ -4,6 +4,10 @@
 #ifndef TESSERA_TEST_COMMON_H
 #define TESSERA_TEST_COMMON_H
 
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

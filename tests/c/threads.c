@@ -1,9 +1,9 @@
 /* Several application threads hammering one client while events arrive on the SDK's thread,
  * two clients in one process (two plugins), and freeing a client while its events are pending. */
+#include "common.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
-
-#include "common.h"
 
 #define THREADS 4
 #define ROUNDS 200

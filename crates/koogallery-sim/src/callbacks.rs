@@ -442,6 +442,8 @@ struct Target {
 
 struct Log {
     records: VecDeque<CallbackRecord>,
+    /// What each logged record sent, for replays.
+    sent: std::collections::HashMap<u64, Callback>,
     next_id: u64,
 }
 
@@ -510,6 +512,7 @@ impl CallbackDriver {
                 target: Mutex::new(None),
                 log: Mutex::new(Log {
                     records: VecDeque::new(),
+                    sent: std::collections::HashMap::new(),
                     next_id: 1,
                 }),
                 version,
@@ -579,6 +582,7 @@ impl CallbackDriver {
                 outcome: CallbackOutcome::Pending,
                 notes: Vec::new(),
             });
+            log.sent.insert(id, callback.clone());
             while log.records.len() > MAX_RECORDS {
                 let Some(pos) = log
                     .records
@@ -587,7 +591,9 @@ impl CallbackDriver {
                 else {
                     break;
                 };
-                log.records.remove(pos);
+                if let Some(old) = log.records.remove(pos) {
+                    log.sent.remove(&old.id);
+                }
             }
             id
         };
@@ -734,6 +740,12 @@ impl CallbackDriver {
                 .and_then(IsvResultCode::parse)
                 .is_some_and(IsvResultCode::is_accepted);
         (attempt, answer)
+    }
+
+    /// The callback a record sent (while the record is kept).
+    #[must_use]
+    pub fn callback_of(&self, id: u64) -> Option<Callback> {
+        lock(&self.inner.log).sent.get(&id).cloned()
     }
 
     /// A copy of the log, oldest first.

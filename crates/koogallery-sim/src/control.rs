@@ -60,6 +60,7 @@ pub(crate) fn router() -> Router<Core> {
         .route("/buyers/{customer_id}/token", get(buyer_token))
         .route("/callbacks", get(list_callbacks))
         .route("/callbacks/{id}", get(get_callback))
+        .route("/callbacks/{id}/replay", post(replay_callback))
         .route("/isv", put(set_isv).delete(clear_isv).get(get_isv))
         .route("/clock", get(get_clock).put(set_clock))
         .route("/clock/advance", post(advance_clock))
@@ -330,6 +331,13 @@ async fn get_callback(State(core): State<Core>, Path(id): Path<u64>) -> Response
     match handle(&core).callback(id) {
         Some(r) => json_response(200, &r),
         None => own_error(404, "not_found", "no such callback"),
+    }
+}
+
+async fn replay_callback(State(core): State<Core>, Path(id): Path<u64>) -> Response {
+    match handle(&core).replay_callback(id) {
+        Some(new_id) => json_response(202, &json!({"id": new_id})),
+        None => own_error(404, "not_found", "no such callback (or it left the log)"),
     }
 }
 

@@ -455,6 +455,9 @@ pub struct MarketEvent {
     pub delivery: Option<Delivery>,
     /// How many uploads arrived (a re-upload replaces the content).
     pub uploads: u32,
+    /// Whether a re-upload brought different content: the same eventId and fingerprint must
+    /// yield the same License (PROTOCOL.md §2.3.5), so this flags an ISV bug.
+    pub content_changed: bool,
 }
 
 /// One `software_usage_Info` entry.
@@ -1493,6 +1496,7 @@ impl Market {
             created_at: now,
             delivery: None,
             uploads: 0,
+            content_changed: false,
         };
         let cb = Callback::GetLicenseAsync {
             instance_id: instance_id.to_owned(),
@@ -1519,6 +1523,13 @@ impl Market {
             .events
             .get_mut(event_id)
             .ok_or_else(|| MarketError::UnknownEvent(event_id.to_owned()))?;
+        if event
+            .delivery
+            .as_ref()
+            .is_some_and(|old| old.sha256 != delivery.sha256)
+        {
+            event.content_changed = true;
+        }
         event.delivery = Some(delivery);
         event.uploads = event.uploads.saturating_add(1);
         Ok(event.clone())

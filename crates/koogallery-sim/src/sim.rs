@@ -766,6 +766,16 @@ impl SimHandle {
         self.core.driver.record(id)
     }
 
+    /// Sends a logged callback again, as MKT does when a seller restarts it (生产接口消息 →
+    /// 重新启动): fresh signature and businessId, same content. A replayed newInstance checks the
+    /// ISV's idempotency (same instanceId); a replayed getLicenseAsync expects the same License
+    /// (see [`MarketEvent::content_changed`]). Returns the new log id.
+    #[must_use]
+    pub fn replay_callback(&self, id: u64) -> Option<u64> {
+        let callback = self.core.driver.callback_of(id)?;
+        Some(self.core.send(callback))
+    }
+
     /// Waits until callback `id` is delivered or given up.
     pub async fn callback_settled(&self, id: u64) -> Option<CallbackRecord> {
         self.core.driver.settled(id).await

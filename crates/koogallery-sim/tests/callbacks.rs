@@ -87,6 +87,46 @@ async fn new_instance_is_signed_retried_on_schedule_and_registers_the_instance()
 }
 
 #[tokio::test]
+async fn replayed_new_instance_checks_the_isv_is_idempotent() {
+    let sim = start_with(|_| {}).await;
+    let receiver = isv(sim.clock(), Script::Accept).await;
+    sim.set_isv_endpoint(Some(receiver.endpoint())).unwrap();
+    let created = sim
+        .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "P-B"))
+        .unwrap();
+    let first = created.callback_id.unwrap();
+    within("newInstance", sim.callback_settled(first)).await;
+    let replay = sim.replay_callback(first).unwrap();
+    let record = within("replay", sim.callback_settled(replay))
+        .await
+        .unwrap();
+    assert!(
+        record.notes.is_empty(),
+        "same instanceId: {:?}",
+        record.notes
+    );
+
+    receiver.set_script(Script::NewIdEachTime);
+    let (status, answer) = control(&sim, "POST", &format!("/callbacks/{first}/replay"), None).await;
+    assert_eq!(status, 202);
+    let replay = answer["id"].as_u64().unwrap();
+    let record = within("replay", sim.callback_settled(replay))
+        .await
+        .unwrap();
+    assert!(
+        record.notes[0].contains("idempotency violation"),
+        "{:?}",
+        record.notes
+    );
+    // The first instance id stands.
+    assert!(
+        sim.instance(&format!("inst-{}", created.order.order_id))
+            .is_some()
+    );
+    assert!(sim.replay_callback(9_999).is_none());
+}
+
+#[tokio::test]
 async fn model_a_callbacks_give_up_after_sixty_attempts() {
     let sim = start_with(|_| {}).await;
     let receiver = isv(sim.clock(), Script::AlwaysFail).await;

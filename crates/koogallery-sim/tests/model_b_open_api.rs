@@ -162,6 +162,7 @@ async fn license_uploads_are_checked_and_delivered() {
     assert_eq!(status, 200);
     assert_eq!(answer["error_code"], "92020002");
     assert_eq!(sim.event(&event.event_id).unwrap().uploads, 1);
+    assert!(!sim.event(&event.event_id).unwrap().content_changed);
 
     // CHARACTERS replaces it.
     client

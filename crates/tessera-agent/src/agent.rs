@@ -75,6 +75,8 @@ pub struct AgentOptions {
     pub delivery_token: Option<Zeroizing<String>>,
     /// Log filter control, when the host owns a reloadable subscriber.
     pub log_control: Option<LogControl>,
+    /// Where the host writes the log files, and the filter it started with (for `AgentInfo`).
+    pub log: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for AgentOptions {
@@ -102,6 +104,7 @@ impl AgentOptions {
             credentials: None,
             delivery_token: None,
             log_control: None,
+            log: None,
         }
     }
 }
@@ -170,6 +173,8 @@ pub struct Agent {
     pub(crate) verifiers: Verifiers,
     pub(crate) http: reqwest::Client,
     pub(crate) log_control: Option<LogControl>,
+    pub(crate) log_dir: Option<PathBuf>,
+    pub(crate) log_filter: Mutex<Option<String>>,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_requested: Notify,
     pub(crate) descriptor_problems: Vec<DescriptorError>,
@@ -247,6 +252,7 @@ impl Agent {
             credentials,
             delivery_token,
             log_control,
+            log,
         } = options;
         let endpoint = Endpoint::at(paths.socket.clone());
         if tessera_ipc::probe_existing(&endpoint)
@@ -336,13 +342,10 @@ impl Agent {
                 .await?
                 .map_err(StartError::Secrets)?;
                 match creds {
-                    Some(c) => Some(Arc::new(KooMarket::new(
-                        http.clone(),
-                        &settings.marketplace.base_url,
-                        settings.marketplace.fallback_url.as_deref(),
-                        c,
-                        clock.clone(),
-                    ))),
+                    Some(c) => Some(Arc::new(
+                        KooMarket::from_settings(&settings.marketplace, c, clock.clone())
+                            .map_err(StartError::Market)?,
+                    )),
                     None => {
                         tracing::warn!(
                             "no marketplace credentials stored; authorization codes cannot be checked"
@@ -435,6 +438,8 @@ impl Agent {
             verifiers,
             http,
             log_control,
+            log_dir: log.as_ref().map(|(d, _)| d.clone()),
+            log_filter: Mutex::new(log.map(|(_, f)| f)),
             shutdown_tx,
             shutdown_requested: Notify::new(),
             descriptor_problems,
@@ -514,6 +519,34 @@ impl Agent {
                 .collect(),
             socket: self.paths.socket.clone(),
             snapshot: Core::snapshot_of(&st),
+        }
+    }
+}
+
+impl Agent {
+    /// Agent-level status, as `AgentInfo` answers it over IPC.
+    pub(crate) fn agent_info(&self) -> tessera_ipc::AgentInfo {
+        let status = self.status();
+        let store = serde_json::to_value(status.secrets_store)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        tessera_ipc::AgentInfo {
+            version: status.version,
+            pid: std::process::id(),
+            secrets_store: store,
+            secrets_note: status.secrets_note,
+            descriptor_problems: status.descriptor_problems,
+            clock_tampered: status.clock_tampered,
+            integrity_failures: status.integrity_failures,
+            socket: status.socket,
+            state_dir: self.paths.state_dir.clone(),
+            log_dir: self.log_dir.clone(),
+            log_filter: self
+                .log_filter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }

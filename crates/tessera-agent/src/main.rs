@@ -111,9 +111,11 @@ async fn import_credentials(paths: Paths) -> anyhow::Result<()> {
 async fn serve(paths: Paths) -> anyhow::Result<()> {
     let settings = Settings::load(&paths.config_file())?;
     let (_guard, control) = tessera_agent::logging::init(&paths.log_dir(), &settings.log.filter)?;
+    let log = (paths.log_dir(), settings.log.filter.clone());
     let mut options = AgentOptions::new(paths, SystemClock::shared());
     options.settings = Some(settings);
     options.log_control = Some(control);
+    options.log = Some(log);
     let handle = Agent::start(options).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;

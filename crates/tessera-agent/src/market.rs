@@ -1,6 +1,6 @@
 //! What the agent needs from the marketplace, as a trait, so the code lifecycle is written once
-//! against it: production uses [`crate::market_http::KooMarket`] (the `koogallery` client with host
-//! fallback); unit tests may supply their own.
+//! against it: production uses [`crate::market_http::KooMarket`] (an adapter over
+//! `koogallery::client::MarketClient`); unit tests may supply their own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,6 +67,9 @@ pub const CODE_NOT_ACTIVATED: &str = "92020011";
 /// The per-code outcome of a (batch) heartbeat.
 pub type HeartbeatOutcome = Result<CodeInfo, MarketFailure>;
 
+/// The per-code outcome of a (batch) activation: the code's state afterwards, or its refusal.
+pub type ActivationOutcome = Result<CodeInfo, MarketFailure>;
+
 /// The marketplace's Model A APIs, as the agent uses them.
 pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// Activates one code (v1).
@@ -74,6 +77,13 @@ pub trait Marketplace: Send + Sync + std::fmt::Debug {
         &'a self,
         code: &'a str,
     ) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>>;
+
+    /// Activates up to 100 codes at once (v1 for one, v2 for several). The outer error is for
+    /// the whole request; the inner results are per code, in input order.
+    fn activate_batch<'a>(
+        &'a self,
+        codes: &'a [String],
+    ) -> BoxFuture<'a, Result<Answer<Vec<ActivationOutcome>>, MarketFailure>>;
 
     /// Queries up to 100 codes (v1 for one, v2 for several). The outer error is for the whole
     /// request; the inner results are per code, in input order.

@@ -1,21 +1,29 @@
-//! The marketplace over HTTPS: APIG-signed calls (`koogallery::apig`) to the primary host, falling
-//! back to the second host when the primary cannot be reached or answers 5xx (PROTOCOL.md §2.0).
-//! Answers are parsed leniently (unknown keys ignored, the v2 heartbeat list by `license_code`).
+//! The marketplace over HTTPS: an adapter from [`koogallery::client::MarketClient`] (APIG
+//! signing, strict TLS, bounded answers, primary → fallback host) to the agent's
+//! [`Marketplace`] seam. This module only translates requests and answers; every byte on the
+//! wire is the `koogallery` client's.
+//!
+//! It also builds the plain HTTPS client the agent uses for the two unsigned fetches it does
+//! itself (update manifests and the Model B delivery channel).
 
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
-use koogallery::apig::{Credentials, SigningRequest, sign};
-use serde_json::{Value, json};
-use time::{Duration, OffsetDateTime};
+use koogallery::apig::Credentials;
+use koogallery::client::{ApiCode, CaMode, ConfigError, MarketClient, MarketConfig, MarketError};
+use koogallery::wire::{
+    ActivateBatchRequest, ActivateRequest, HeartbeatBatchRequest, HeartbeatRequest, LicenseInfo,
+    SoftwareUsage, UsageEntry, UsageInfoRequest,
+};
+use time::Duration;
+use url::Url;
 
 use tessera_types::{KooTime, SharedClock};
 
-use crate::market::{Answer, BoxFuture, CodeInfo, HeartbeatOutcome, MarketFailure, Marketplace};
-
-const OPEN_API: &str = "/api/mkp-openapi-public/global";
-/// Largest answer body read.
-const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+use crate::config::MarketplaceSettings;
+use crate::market::{
+    ActivationOutcome, Answer, BoxFuture, CodeInfo, HeartbeatOutcome, MarketFailure, Marketplace,
+};
 
 /// A marketplace client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +37,25 @@ pub enum MarketSetupError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The HTTP client could not be built.
+    /// The HTTP client for manifests and delivery could not be built.
     #[error("cannot build the HTTPS client")]
     Client(#[source] reqwest::Error),
+    /// A marketplace URL is not an https URL.
+    #[error("the marketplace URL {url} is not usable")]
+    Url {
+        /// The URL, as configured.
+        url: String,
+        /// Why.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The `koogallery` client refused the configuration.
+    #[error("cannot build the marketplace client")]
+    Market(#[source] ConfigError),
 }
 
-/// Builds the HTTPS client the agent uses (strict TLS, optional extra CA).
+/// Builds the HTTPS client for update manifests and the delivery channel (strict TLS, optional
+/// extra CA). Marketplace API calls never use it.
 ///
 /// # Errors
 /// When the CA file is unreadable or the client cannot be built.
@@ -56,164 +77,153 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, MarketSetu
     builder.build().map_err(MarketSetupError::Client)
 }
 
-/// KooGallery's Model A open APIs.
+/// KooGallery's Model A open APIs through [`MarketClient`].
+#[derive(Debug, Clone)]
 pub struct KooMarket {
-    client: reqwest::Client,
-    hosts: Vec<String>,
-    credentials: Credentials,
+    client: MarketClient,
     clock: SharedClock,
 }
 
-impl std::fmt::Debug for KooMarket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KooMarket")
-            .field("hosts", &self.hosts)
-            .field("access_key", &self.credentials.access_key())
-            .finish_non_exhaustive()
-    }
-}
-
-enum Failure {
-    /// Try the next host.
-    Unreachable(String),
-    /// Final.
-    Final(MarketFailure),
+fn parse_url(url: &str) -> Result<Url, MarketSetupError> {
+    Url::parse(url).map_err(|source| MarketSetupError::Url {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 impl KooMarket {
-    /// A client for `base_url` (and `fallback_url`), signing with `credentials`.
+    /// Wraps a ready client.
     #[must_use]
-    pub fn new(
-        client: reqwest::Client,
-        base_url: &str,
-        fallback_url: Option<&str>,
+    pub fn new(client: MarketClient, clock: SharedClock) -> Self {
+        Self { client, clock }
+    }
+
+    /// A client for the hosts and CA of `settings`, signing with `credentials`.
+    ///
+    /// # Errors
+    /// A URL that is not https, an unusable CA file, or a TLS setup failure.
+    pub fn from_settings(
+        settings: &MarketplaceSettings,
         credentials: Credentials,
         clock: SharedClock,
-    ) -> Self {
-        let mut hosts = vec![base_url.trim_end_matches('/').to_owned()];
-        if let Some(f) = fallback_url {
-            hosts.push(f.trim_end_matches('/').to_owned());
-        }
-        Self {
-            client,
-            hosts,
-            credentials,
-            clock,
-        }
+    ) -> Result<Self, MarketSetupError> {
+        let mut config = MarketConfig::new(credentials, clock.clone());
+        config.primary = parse_url(&settings.base_url)?;
+        config.fallback = settings
+            .fallback_url
+            .as_deref()
+            .map(parse_url)
+            .transpose()?;
+        config.extra_ca_pem.clone_from(&settings.ca_file);
+        config.ca_mode = CaMode::Merge;
+        let client = MarketClient::new(config).map_err(MarketSetupError::Market)?;
+        Ok(Self::new(client, clock))
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Answer<Value>, MarketFailure> {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let mut last = String::from("no marketplace host configured");
-        for host in &self.hosts {
-            match self.post_to(host, path, &bytes).await {
-                Ok(a) => return Ok(a),
-                Err(Failure::Final(f)) => return Err(f),
-                Err(Failure::Unreachable(why)) => {
-                    tracing::warn!(host = %host, error = %why, "marketplace host failed; trying the next");
-                    last = why;
-                }
-            }
-        }
-        Err(MarketFailure::Unavailable {
-            message: last,
-            retry_after: None,
-        })
-    }
-
-    async fn post_to(&self, base: &str, path: &str, body: &[u8]) -> Result<Answer<Value>, Failure> {
-        let url = format!("{base}{path}");
-        let parsed = reqwest::Url::parse(&url).map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let host = match (parsed.host_str(), parsed.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            _ => {
-                return Err(Failure::Unreachable(
-                    "the marketplace URL has no host".to_owned(),
-                ));
-            }
-        };
-        let req = SigningRequest::new("POST", &host, parsed.path())
-            .header("Content-Type", "application/json")
-            .body(body);
-        let signed = sign(&self.credentials, &req, self.clock.now());
-        let mut builder = self.client.post(parsed);
-        for (name, value) in &signed.headers {
-            if name.eq_ignore_ascii_case("host") {
-                continue;
-            }
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let resp = builder
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| Failure::Unreachable(transport_message(&e)))?;
-        let status = resp.status().as_u16();
-        let server_date = resp
-            .headers()
-            .get("date")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
-            });
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(|s| Duration::seconds(s.clamp(0, 3600)));
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::Unreachable(transport_message(&e)))?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(Failure::Final(MarketFailure::Unavailable {
-                message: "the marketplace answer is too large".to_owned(),
-                retry_after,
-            }));
-        }
-        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let code = value
-            .as_ref()
-            .and_then(|v| v.get("error_code"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let message = value
-            .as_ref()
-            .and_then(|v| v.get("error_msg"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect::<String>();
-        match (status, code.as_deref()) {
-            (200, Some("92020000")) => Ok(Answer {
-                value: value.unwrap_or(Value::Null),
-                server_date,
-            }),
-            (500..=599, _) => Err(Failure::Unreachable(format!("HTTP {status} {message}"))),
-            (_, Some(c)) if c.starts_with("APIG.") || c.starts_with("MKT.") || c == "92020001" => {
-                Err(Failure::Final(MarketFailure::Unavailable {
-                    message: format!("{c} {message}"),
-                    retry_after,
-                }))
-            }
-            (_, Some(c)) if c.starts_with("9202") => Err(Failure::Final(MarketFailure::Refused {
-                code: c.to_owned(),
+    fn failure(&self, e: &MarketError) -> MarketFailure {
+        let retry_after = e.retry_after().map(|r| {
+            let wait = r.delay_from(self.clock.now());
+            Duration::seconds(i64::try_from(wait.as_secs().min(3600)).unwrap_or(3600))
+        });
+        match e {
+            // A definite business answer about the code, which a retry will not change.
+            MarketError::Api {
+                code: ApiCode::License(c),
                 message,
-            })),
-            _ => Err(Failure::Final(MarketFailure::Unavailable {
-                message: format!("unexpected answer: HTTP {status}"),
+                ..
+            } if !e.is_retryable() => MarketFailure::Refused {
+                code: c.code().to_owned(),
+                message: message.chars().take(200).collect(),
+            },
+            // Gateway, rate limit, transport, server trouble, or an answer we cannot read: the
+            // code itself is not at fault, so it must not be blocked for it.
+            _ => MarketFailure::Unavailable {
+                message: error_chain(e),
                 retry_after,
-            })),
+            },
         }
+    }
+
+    async fn heartbeat_one(&self, code: &str) -> Result<Answer<HeartbeatOutcome>, MarketFailure> {
+        let req = HeartbeatRequest {
+            license: code.to_owned(),
+            heartbeat_info: None,
+        };
+        match self.client.heartbeat(&req).await {
+            Ok(r) => Ok(Answer {
+                value: Ok(info_from(&r.data)),
+                server_date: r.server_date,
+            }),
+            Err(e) => match self.failure(&e) {
+                f @ MarketFailure::Refused { .. } => Ok(Answer {
+                    value: Err(f),
+                    server_date: e.server_date(),
+                }),
+                f => Err(f),
+            },
+        }
+    }
+
+    async fn heartbeat_codes(
+        &self,
+        codes: &[String],
+    ) -> Result<Answer<Vec<HeartbeatOutcome>>, MarketFailure> {
+        if let [code] = codes {
+            let a = self.heartbeat_one(code).await?;
+            return Ok(Answer {
+                value: vec![a.value],
+                server_date: a.server_date,
+            });
+        }
+        let req = HeartbeatBatchRequest {
+            license_list: codes.to_vec(),
+        };
+        match self.client.heartbeat_batch(&req).await {
+            Ok(r) => {
+                let list = r.data.license_info_list;
+                let value = codes
+                    .iter()
+                    .map(|code| {
+                        list.iter()
+                            .find(|i| i.license_code == *code)
+                            .map(info_from)
+                            .ok_or_else(|| MarketFailure::Refused {
+                                code: crate::market::CODE_NOT_EXIST.to_owned(),
+                                message: "the batch answer does not list this code".to_owned(),
+                            })
+                    })
+                    .collect();
+                Ok(Answer {
+                    value,
+                    server_date: r.server_date,
+                })
+            }
+            Err(e) => match self.failure(&e) {
+                // One bad code refuses the whole batch (92020020): ask one by one.
+                MarketFailure::Refused { .. } => self.one_by_one(codes).await,
+                f => Err(f),
+            },
+        }
+    }
+
+    async fn one_by_one(
+        &self,
+        codes: &[String],
+    ) -> Result<Answer<Vec<HeartbeatOutcome>>, MarketFailure> {
+        let mut value = Vec::with_capacity(codes.len());
+        let mut server_date = None;
+        for code in codes {
+            let a = self.heartbeat_one(code).await?;
+            server_date = a.server_date.or(server_date);
+            value.push(a.value);
+        }
+        Ok(Answer { value, server_date })
     }
 }
 
-fn transport_message(e: &reqwest::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
@@ -222,55 +232,19 @@ fn transport_message(e: &reqwest::Error) -> String {
     msg.chars().take(300).collect()
 }
 
-fn parse_time(v: Option<&Value>) -> Option<OffsetDateTime> {
-    v.and_then(Value::as_str)
-        .and_then(|s| KooTime::parse(s).ok())
-        .map(KooTime::datetime)
-}
-
-fn amount(v: Option<&Value>) -> Option<u32> {
-    v.and_then(|a| {
-        a.as_u64()
-            .or_else(|| a.as_str().and_then(|s| s.parse().ok()))
-    })
-    .and_then(|a| u32::try_from(a).ok())
-}
-
-fn info_from(obj: &Value) -> CodeInfo {
+fn info_from(i: &LicenseInfo) -> CodeInfo {
     CodeInfo {
-        status: obj
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("UNKNOWN")
-            .to_owned(),
-        expires_at: parse_time(obj.get("expire_time")),
-        product_id: obj
-            .get("product_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        amount: amount(obj.get("amount")),
-    }
-}
-
-impl KooMarket {
-    async fn heartbeat_one(&self, code: &str) -> Result<Answer<HeartbeatOutcome>, MarketFailure> {
-        match self
-            .post(
-                &format!("{OPEN_API}/v1/license/heartbeat"),
-                &json!({ "license": code }),
-            )
-            .await
-        {
-            Ok(a) => Ok(Answer {
-                value: Ok(info_from(a.value.get("data").unwrap_or(&Value::Null))),
-                server_date: a.server_date,
-            }),
-            Err(f @ MarketFailure::Refused { .. }) => Ok(Answer {
-                value: Err(f),
-                server_date: None,
-            }),
-            Err(f) => Err(f),
-        }
+        status: i.status.as_str().to_owned(),
+        expires_at: i.expire_time.map(KooTime::datetime),
+        product_id: i.product_id.clone(),
+        amount: i
+            .extra
+            .get("amount")
+            .and_then(|a| {
+                a.as_u64()
+                    .or_else(|| a.as_str().and_then(|s| s.parse().ok()))
+            })
+            .and_then(|a| u32::try_from(a).ok()),
     }
 }
 
@@ -280,35 +254,88 @@ impl Marketplace for KooMarket {
         code: &'a str,
     ) -> BoxFuture<'a, Result<Answer<CodeInfo>, MarketFailure>> {
         Box::pin(async move {
-            let a = self
-                .post(
-                    &format!("{OPEN_API}/v1/license/activate"),
-                    &json!({ "license": code }),
-                )
-                .await?;
-            // license_code_info is a JSON string holding an object (PROTOCOL.md §2.1.1).
-            let info = a
-                .value
-                .get("data")
-                .and_then(|d| d.get("license_code_info"))
-                .and_then(|s| match s {
-                    Value::String(text) => serde_json::from_str::<Value>(text).ok(),
-                    other @ Value::Object(_) => Some(other.clone()),
-                    _ => None,
-                })
-                .map_or_else(
-                    || CodeInfo {
-                        status: "ALIVE".to_owned(),
-                        expires_at: None,
-                        product_id: None,
-                        amount: None,
-                    },
-                    |v| info_from(&v),
-                );
+            let req = ActivateRequest {
+                license: code.to_owned(),
+                real_effect_time: None,
+            };
+            let r = self
+                .client
+                .activate(&req)
+                .await
+                .map_err(|e| self.failure(&e))?;
+            // An activation whose details cannot be decoded still succeeded; the next
+            // heartbeat fills in the expiry.
+            let info = r.data.info().map_or_else(
+                |_| CodeInfo {
+                    status: "ALIVE".to_owned(),
+                    expires_at: None,
+                    product_id: None,
+                    amount: None,
+                },
+                |i| CodeInfo {
+                    status: i.status.as_str().to_owned(),
+                    expires_at: i.expire_time.map(KooTime::datetime),
+                    product_id: i.product_id,
+                    amount: i.amount.and_then(|a| u32::try_from(a).ok()),
+                },
+            );
             Ok(Answer {
                 value: info,
-                server_date: a.server_date,
+                server_date: r.server_date,
             })
+        })
+    }
+
+    fn activate_batch<'a>(
+        &'a self,
+        codes: &'a [String],
+    ) -> BoxFuture<'a, Result<Answer<Vec<ActivationOutcome>>, MarketFailure>> {
+        Box::pin(async move {
+            if let [code] = codes {
+                return Ok(match self.activate(code).await {
+                    Ok(a) => Answer {
+                        value: vec![Ok(a.value)],
+                        server_date: a.server_date,
+                    },
+                    Err(f @ MarketFailure::Refused { .. }) => Answer {
+                        value: vec![Err(f)],
+                        server_date: None,
+                    },
+                    Err(f) => return Err(f),
+                });
+            }
+            let req = ActivateBatchRequest {
+                license_list: codes.to_vec(),
+                real_effect_time: None,
+            };
+            match self.client.activate_batch(&req).await {
+                // v2 answers without data: the heartbeat says what each code now is.
+                Ok(r) => {
+                    let mut a = self.heartbeat_codes(codes).await?;
+                    a.server_date = a.server_date.or(r.server_date);
+                    Ok(a)
+                }
+                Err(e) => match self.failure(&e) {
+                    // One code refused the batch: activate one by one so the others succeed
+                    // and each refusal names its own code.
+                    MarketFailure::Refused { .. } => {
+                        let mut value = Vec::with_capacity(codes.len());
+                        let mut server_date = None;
+                        for code in codes {
+                            match self.activate(code).await {
+                                Ok(a) => {
+                                    server_date = a.server_date.or(server_date);
+                                    value.push(Ok(a.value));
+                                }
+                                Err(f @ MarketFailure::Refused { .. }) => value.push(Err(f)),
+                                Err(f) => return Err(f),
+                            }
+                        }
+                        Ok(Answer { value, server_date })
+                    }
+                    f => Err(f),
+                },
+            }
         })
     }
 
@@ -316,63 +343,7 @@ impl Marketplace for KooMarket {
         &'a self,
         codes: &'a [String],
     ) -> BoxFuture<'a, Result<Answer<Vec<HeartbeatOutcome>>, MarketFailure>> {
-        Box::pin(async move {
-            if codes.len() == 1 {
-                let a = self.heartbeat_one(&codes[0]).await?;
-                return Ok(Answer {
-                    value: vec![a.value],
-                    server_date: a.server_date,
-                });
-            }
-            match self
-                .post(
-                    &format!("{OPEN_API}/v2/license/heartbeat"),
-                    &json!({ "license_list": codes }),
-                )
-                .await
-            {
-                Ok(a) => {
-                    let list = a
-                        .value
-                        .get("data")
-                        .and_then(|d| d.get("license_info_list"))
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let value = codes
-                        .iter()
-                        .map(|code| {
-                            list.iter()
-                                .find(|i| {
-                                    i.get("license_code").and_then(Value::as_str)
-                                        == Some(code.as_str())
-                                })
-                                .map(info_from)
-                                .ok_or_else(|| MarketFailure::Refused {
-                                    code: crate::market::CODE_NOT_EXIST.to_owned(),
-                                    message: "the batch answer does not list this code".to_owned(),
-                                })
-                        })
-                        .collect();
-                    Ok(Answer {
-                        value,
-                        server_date: a.server_date,
-                    })
-                }
-                Err(MarketFailure::Refused { .. }) => {
-                    // One bad code refuses the whole batch (92020020): ask one by one.
-                    let mut value = Vec::with_capacity(codes.len());
-                    let mut server_date = None;
-                    for code in codes {
-                        let a = self.heartbeat_one(code).await?;
-                        server_date = a.server_date.or(server_date);
-                        value.push(a.value);
-                    }
-                    Ok(Answer { value, server_date })
-                }
-                Err(e) => Err(e),
-            }
-        })
+        Box::pin(self.heartbeat_codes(codes))
     }
 
     fn report_usage<'a>(
@@ -381,19 +352,29 @@ impl Marketplace for KooMarket {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Answer<()>, MarketFailure>> {
         Box::pin(async move {
-            let usage: Vec<Value> = codes
-                .iter()
-                .map(|c| json!({ "license": c, "software_usage_Info": [{ "id": id }] }))
-                .collect();
-            let a = self
-                .post(
-                    &format!("{OPEN_API}/v2/license/software-usage-info"),
-                    &json!({ "usage_info": usage }),
-                )
-                .await?;
+            let req = UsageInfoRequest {
+                usage_info: codes
+                    .iter()
+                    .map(|c| UsageEntry {
+                        license: c.clone(),
+                        software_usage_info: vec![SoftwareUsage::login(id)],
+                    })
+                    .collect(),
+            };
+            let r = self
+                .client
+                .software_usage_info(&req)
+                .await
+                .map_err(|e| self.failure(&e))?;
+            if r.data.has_failures() {
+                tracing::warn!(
+                    codes = codes.len(),
+                    "the marketplace listed failed items in a usage report"
+                );
+            }
             Ok(Answer {
                 value: (),
-                server_date: a.server_date,
+                server_date: r.server_date,
             })
         })
     }

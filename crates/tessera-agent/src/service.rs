@@ -7,7 +7,9 @@
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use tessera_ipc::proto::{AuthCode, FingerprintInfo, LeaseId, LicenseSource};
+use tessera_ipc::proto::{
+    AuthCode, FingerprintInfo, LeaseId, LicenseSource, MAX_BATCH_CODES, ProductCode,
+};
 use tessera_ipc::{
     Call, CloseReason, ErrorCode, Lease, RemoteError, Reply, SessionHandler, SessionInfo,
 };
@@ -20,7 +22,7 @@ use crate::core::day_of;
 use crate::db::CodeRow;
 use crate::enforcement::CodeStatus;
 use crate::market::{
-    CODE_ILLEGAL_STATE, CODE_NOT_EXIST, CODE_NOT_RECEIVED, CodeInfo, MarketFailure,
+    CODE_ILLEGAL_STATE, CODE_NOT_EXIST, CODE_NOT_RECEIVED, CodeInfo, MarketFailure, Marketplace,
 };
 
 /// Longest authorization code accepted (KooGallery: 64).
@@ -62,6 +64,11 @@ impl SessionHandler for Agent {
                 let pid = self.product_for(session, product_id)?;
                 self.activate(&pid, code).await.map(Reply::ProductState)
             }
+            Call::ActivateCodes { codes } => self
+                .activate_codes(session, codes)
+                .await
+                .map(Reply::Snapshot),
+            Call::AgentInfo => Ok(Reply::AgentInfo(self.agent_info())),
             Call::ImportLicense { product_id, source } => {
                 if let Some(p) = &product_id {
                     self.check_scope(session, p)?;
@@ -165,6 +172,10 @@ impl SessionHandler for Agent {
             Call::SetLogLevel { filter } => match &self.log_control {
                 Some(control) => {
                     control(&filter).map_err(|why| err(ErrorCode::BadRequest, why))?;
+                    *self
+                        .log_filter
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(filter.clone());
                     tracing::info!(filter = %filter, "log filter changed");
                     Ok(Reply::Ack)
                 }
@@ -288,17 +299,12 @@ impl Agent {
             .ok_or_else(|| err(ErrorCode::NotFound, "unknown product"))
     }
 
-    /// `ActivateCode`: activates with the marketplace, then stores the code (secrets) and its row
-    /// (database) before answering, so an acknowledged activation survives a crash.
-    pub(crate) async fn activate(
-        &self,
-        pid: &str,
-        code: AuthCode,
-    ) -> Result<ProductState, RemoteError> {
+    /// Checks that `pid` takes authorization codes and `code` looks like one.
+    fn checked_code(&self, pid: &str, code: AuthCode) -> Result<Zeroizing<String>, RemoteError> {
         if !self.core.uses(pid, ProductModel::AuthorizationCode) {
             return Err(err(
                 ErrorCode::BadRequest,
-                "this product does not use authorization codes",
+                format!("product {pid:?} does not use authorization codes"),
             ));
         }
         let code = Zeroizing::new(code.0.trim().to_owned());
@@ -311,14 +317,72 @@ impl Agent {
                 "an authorization code is 1 to 64 printable characters",
             ));
         }
-        let market = self
-            .core
+        Ok(code)
+    }
+
+    fn market(&self) -> Result<std::sync::Arc<dyn Marketplace>, RemoteError> {
+        self.core
             .market
             .clone()
-            .ok_or_else(|| err(ErrorCode::Unavailable, "no marketplace is configured"))?;
+            .ok_or_else(|| err(ErrorCode::Unavailable, "no marketplace is configured"))
+    }
+
+    /// `ActivateCode`: activates with the marketplace, then stores the code (secrets) and its row
+    /// (database) before answering, so an acknowledged activation survives a crash.
+    pub(crate) async fn activate(
+        &self,
+        pid: &str,
+        code: AuthCode,
+    ) -> Result<ProductState, RemoteError> {
+        let code = self.checked_code(pid, code)?;
+        let pid = pid.to_owned();
+        self.activate_all(vec![(pid.clone(), code)]).await?;
+        self.product_state(&pid)
+    }
+
+    /// `ActivateCodes`: one v2 batch activation for several products; every accepted code is
+    /// stored before answering. Refusals are reported per product after the others are stored.
+    pub(crate) async fn activate_codes(
+        &self,
+        session: &SessionInfo,
+        codes: Vec<ProductCode>,
+    ) -> Result<Snapshot, RemoteError> {
+        if codes.is_empty() || codes.len() > MAX_BATCH_CODES {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("activate 1 to {MAX_BATCH_CODES} codes at once"),
+            ));
+        }
+        let mut checked = Vec::with_capacity(codes.len());
+        for ProductCode { product_id, code } in codes {
+            let pid = self.product_for(session, Some(product_id))?;
+            if checked.iter().any(|(p, _)| *p == pid) {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    format!("product {pid:?} is named twice; a product holds one code"),
+                ));
+            }
+            let code = self.checked_code(&pid, code)?;
+            checked.push((pid, code));
+        }
+        self.activate_all(checked).await?;
+        Ok(self.core.snapshot())
+    }
+
+    async fn activate_all(
+        &self,
+        items: Vec<(String, Zeroizing<String>)>,
+    ) -> Result<(), RemoteError> {
+        let market = self.market()?;
+        let codes = Zeroizing::new(
+            items
+                .iter()
+                .map(|(_, c)| c.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        );
         let mut attempt = 0u32;
         let answer = loop {
-            match market.activate(&code).await {
+            match market.activate_batch(&codes).await {
                 Err(MarketFailure::Unavailable { message, .. }) if attempt < 2 => {
                     attempt += 1;
                     tracing::warn!(error = %message, attempt, "activation failed; retrying");
@@ -331,30 +395,69 @@ impl Agent {
                 other => break other,
             }
         };
-        let (info, server_date) = match answer {
-            Ok(a) => (a.value, a.server_date),
-            Err(MarketFailure::Refused { code: c, .. }) if c == CODE_ILLEGAL_STATE => {
-                // Activated before (another install, or a crash before we stored it): ask.
-                let codes = Zeroizing::new(vec![code.to_string()]);
-                match market.heartbeat(&codes).await {
-                    Ok(a) => match a.value.into_iter().next() {
-                        Some(Ok(info)) => (info, a.server_date),
-                        _ => {
-                            return Err(err(
-                                ErrorCode::BadRequest,
-                                "the code is in a state that cannot be activated",
-                            ));
+        let answer = answer.map_err(|e| market_error(&e))?;
+        let mut refusals = Vec::new();
+        for (i, (pid, code)) in items.iter().enumerate() {
+            let outcome = answer.value.get(i).cloned().unwrap_or_else(|| {
+                Err(MarketFailure::Unavailable {
+                    message: "the marketplace answer left this code out".to_owned(),
+                    retry_after: None,
+                })
+            });
+            let (info, server_date) = match outcome {
+                Ok(info) => (info, answer.server_date),
+                Err(MarketFailure::Refused { code: c, .. }) if c == CODE_ILLEGAL_STATE => {
+                    // Activated before (another install, or a crash before we stored it): ask.
+                    match self.already_active(market.as_ref(), code).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            refusals.push((pid.clone(), e));
+                            continue;
                         }
-                    },
-                    Err(e) => return Err(market_error(&e)),
+                    }
                 }
-            }
-            Err(e) => return Err(market_error(&e)),
-        };
-        self.store_code(pid, &code, &info, server_date).await?;
-        tracing::info!(product_id = %pid, code = %code_hint(&code), "authorization code activated");
+                Err(e) => {
+                    refusals.push((pid.clone(), market_error(&e)));
+                    continue;
+                }
+            };
+            self.store_code(pid, code, &info, server_date).await?;
+            tracing::info!(product_id = %pid, code = %code_hint(code), "authorization code activated");
+        }
         self.core.wake.notify_one();
-        self.product_state(pid)
+        match refusals.as_slice() {
+            [] => Ok(()),
+            [(_, only)] if items.len() == 1 => Err(only.clone()),
+            _ => Err(err(
+                refusals[0].1.code,
+                format!(
+                    "{} of {} codes were not activated: {}",
+                    refusals.len(),
+                    items.len(),
+                    refusals
+                        .iter()
+                        .map(|(pid, e)| format!("{pid}: {}", e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
+        }
+    }
+
+    async fn already_active(
+        &self,
+        market: &dyn Marketplace,
+        code: &Zeroizing<String>,
+    ) -> Result<(CodeInfo, Option<OffsetDateTime>), RemoteError> {
+        let codes = Zeroizing::new(vec![code.to_string()]);
+        let a = market.heartbeat(&codes).await.map_err(|e| market_error(&e))?;
+        match a.value.into_iter().next() {
+            Some(Ok(info)) => Ok((info, a.server_date)),
+            _ => Err(err(
+                ErrorCode::BadRequest,
+                "the code is in a state that cannot be activated",
+            )),
+        }
     }
 
     async fn store_code(

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tessera_cli::{Cli, run};
+use tessera_cli::{Cli, exit_code, hint, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -10,7 +10,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera: {e:#}");
-            ExitCode::FAILURE
+            if let Some(h) = hint(&e) {
+                eprintln!("  what to do: {h}");
+            }
+            ExitCode::from(exit_code(&e))
         }
     }
 }

@@ -388,6 +388,17 @@ impl IpcClient {
         }
     }
 
+    /// Agent-level status (secrets store, descriptor problems, tamper flags, paths, version).
+    ///
+    /// # Errors
+    /// As [`IpcClient::call`].
+    pub async fn agent_info(&self) -> Result<crate::proto::AgentInfo, ClientError> {
+        match self.call(Call::AgentInfo).await? {
+            Reply::AgentInfo(info) => Ok(info),
+            other => Err(ClientError::UnexpectedReply(Box::new(other))),
+        }
+    }
+
     /// Checks out a seat of `feature` of this application's product.
     ///
     /// # Errors

@@ -103,6 +103,15 @@ pub enum Call {
         /// The code.
         code: AuthCode,
     },
+    /// Activate several authorization codes at once, one per product (Model A; the agent uses
+    /// the marketplace's v2 batch activation) → [`Reply::Snapshot`]. At most
+    /// [`MAX_BATCH_CODES`] codes.
+    ActivateCodes {
+        /// The codes with their products.
+        codes: Vec<ProductCode>,
+    },
+    /// Agent-level status for `status` / `doctor` → [`Reply::AgentInfo`].
+    AgentInfo,
     /// Import a License file or string (Model B) → [`Reply::ProductState`].
     ImportLicense {
         /// Product; defaults to the one the License names.
@@ -192,6 +201,18 @@ pub enum Call {
     /// An `op` this build does not know.
     #[serde(other)]
     Unsupported,
+}
+
+/// Most codes one [`Call::ActivateCodes`] may carry (the marketplace's batch limit).
+pub const MAX_BATCH_CODES: usize = 100;
+
+/// An authorization code and the product it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductCode {
+    /// Product (KooGallery product id of a descriptor).
+    pub product_id: String,
+    /// The code.
+    pub code: AuthCode,
 }
 
 /// Where a License to import comes from.
@@ -338,6 +359,8 @@ pub enum Reply {
     Lease(Lease),
     /// The device fingerprint.
     Fingerprint(FingerprintInfo),
+    /// Agent-level status.
+    AgentInfo(AgentInfo),
     /// A reply this build does not know.
     #[serde(other)]
     Unknown,
@@ -355,6 +378,39 @@ pub struct Lease {
     /// When the seat returns to the pool unless renewed.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+}
+
+/// Agent-level status: what `tessera status` / `tessera doctor` show beside the products.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent's version.
+    pub version: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// The secrets store in use (`secret_service`, `encrypted_file`, `native`, `memory`).
+    pub secrets_store: String,
+    /// Why that store was chosen, when it is a fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_note: Option<String>,
+    /// Product descriptors skipped, with why.
+    #[serde(default)]
+    pub descriptor_problems: Vec<String>,
+    /// Whether the clock was found set back (offline grace withheld until an online check).
+    #[serde(default)]
+    pub clock_tampered: bool,
+    /// Stored records that failed their integrity check.
+    #[serde(default)]
+    pub integrity_failures: Vec<String>,
+    /// The socket the agent listens on.
+    pub socket: PathBuf,
+    /// The state directory (database, encrypted secrets file).
+    pub state_dir: PathBuf,
+    /// The directory of the agent's daily-rotated log files, when it writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
+    /// The current log filter, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_filter: Option<String>,
 }
 
 /// The device identity, as the agent computed it.
@@ -492,6 +548,43 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(msg, ServerMsg::Error { error, .. } if error.code == ErrorCode::Unknown));
+    }
+
+    #[test]
+    fn batch_activation_and_agent_info_have_stable_shapes() {
+        let call = Call::ActivateCodes {
+            codes: vec![ProductCode {
+                product_id: "p".into(),
+                code: AuthCode("PLCODE".into()),
+            }],
+        };
+        let json = serde_json::to_string(&call).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"activate_codes","codes":[{"product_id":"p","code":"PLCODE"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Call>(&json).unwrap(), call);
+        assert!(!format!("{call:?}").contains("PLCODE"));
+        assert_eq!(
+            serde_json::to_string(&Call::AgentInfo).unwrap(),
+            r#"{"op":"agent_info"}"#
+        );
+        let info = Reply::AgentInfo(AgentInfo {
+            version: "0.1.0".into(),
+            pid: 7,
+            secrets_store: "encrypted_file".into(),
+            secrets_note: None,
+            descriptor_problems: vec!["bad.toml: missing product_id".into()],
+            clock_tampered: true,
+            integrity_failures: Vec::new(),
+            socket: "/run/user/1000/tessera/agent.sock".into(),
+            state_dir: "/home/u/.local/state/tessera".into(),
+            log_dir: None,
+            log_filter: Some("info".into()),
+        });
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(json.starts_with(r#"{"kind":"agent_info","version":"0.1.0""#), "{json}");
+        assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), info);
     }
 
     #[test]

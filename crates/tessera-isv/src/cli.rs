@@ -157,7 +157,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let signer = issuer::load_signing_key(&key)?;
             let now = SystemClock.now_utc();
-            let not_before = not_before.as_deref().map(parse_time).transpose()?.unwrap_or(now);
+            let not_before = not_before
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or(now);
             let not_after = not_after.as_deref().map(parse_time).transpose()?;
             let features: BTreeMap<String, u32> = features.into_iter().collect();
             let terms = LicenseTerms {
@@ -179,7 +183,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match out {
                 Some(path) => {
                     write_atomically(&path, &signed.body, false)?;
-                    eprintln!("License {} written to {}", signed.license_id, path.display());
+                    eprintln!(
+                        "License {} written to {}",
+                        signed.license_id,
+                        path.display()
+                    );
                 }
                 None => println!("{}", String::from_utf8_lossy(&signed.body).trim_end()),
             }
@@ -276,7 +284,9 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
 fn keygen(out: &Path, bits: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let key = SigningKey::generate_with_bits(bits).context("key generation failed")?;
-    let private = key.to_pkcs8_pem().context("cannot encode the private key")?;
+    let private = key
+        .to_pkcs8_pem()
+        .context("cannot encode the private key")?;
     let public = key
         .public_key()
         .to_spki_pem()
@@ -324,7 +334,10 @@ fn verify(file: &Path, public_key: &Path, fingerprint: Option<&str>) -> anyhow::
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
@@ -335,7 +348,10 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// Writes via a temporary file and rename, so a crash never leaves half a key or License.
 fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir)?;
     #[cfg(unix)]
     if private {
@@ -353,7 +369,10 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
 }
 
 fn tempfile_in(dir: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    let name = dir.join(format!(".tessera-isv-{}.tmp", uuid::Uuid::new_v4().simple()));
+    let name = dir.join(format!(
+        ".tessera-isv-{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -159,10 +159,15 @@ impl AccessKeys {
     /// Every configured key, for a request whose family cannot be told (unparsable body).
     #[must_use]
     pub fn all(&self) -> Vec<&Secret> {
-        [&self.basic, &self.license_code, &self.saas_sync, &self.general]
-            .into_iter()
-            .filter_map(Option::as_ref)
-            .collect()
+        [
+            &self.basic,
+            &self.license_code,
+            &self.saas_sync,
+            &self.general,
+        ]
+        .into_iter()
+        .filter_map(Option::as_ref)
+        .collect()
     }
 }
 
@@ -367,7 +372,8 @@ impl IsvConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.server.plain_http && (self.server.tls_cert.is_none() || self.server.tls_key.is_none())
+        if !self.server.plain_http
+            && (self.server.tls_cert.is_none() || self.server.tls_key.is_none())
         {
             return Err(ConfigError::Invalid(
                 "server.tls_cert and server.tls_key are required unless server.plain_http = true"
@@ -382,7 +388,9 @@ impl IsvConfig {
             )));
         }
         if !self.server.path.starts_with('/') {
-            return Err(ConfigError::Invalid("server.path must start with '/'".into()));
+            return Err(ConfigError::Invalid(
+                "server.path must start with '/'".into(),
+            ));
         }
         if self.access_keys.all().is_empty() {
             return Err(ConfigError::Invalid(
@@ -390,7 +398,9 @@ impl IsvConfig {
             ));
         }
         if self.market.base_urls.is_empty() {
-            return Err(ConfigError::Invalid("market.base_urls must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "market.base_urls must not be empty".into(),
+            ));
         }
         if self.jobs.max_attempts == 0 || self.jobs.workers == 0 || self.jobs.lease_seconds == 0 {
             return Err(ConfigError::Invalid(
@@ -400,7 +410,10 @@ impl IsvConfig {
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.products {
             if !seen.insert(p.id.as_str()) {
-                return Err(ConfigError::Invalid(format!("product {:?} is listed twice", p.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "product {:?} is listed twice",
+                    p.id
+                )));
             }
         }
         Ok(())
@@ -454,14 +467,20 @@ features = { solver = 4, mesher = 1 }
         assert_eq!(c.server.path, "/produce");
         assert_eq!(c.server.max_body_bytes, 65536);
         assert_eq!(c.market.base_urls.len(), 2);
-        assert_eq!(c.product("prod-cad").unwrap().delivery, DeliveryMode::String);
+        assert_eq!(
+            c.product("prod-cad").unwrap().delivery,
+            DeliveryMode::String
+        );
         assert!(c.product("other").is_none());
         let dbg = format!("{c:?}");
         for secret in ["BASIC-SECRET-KEY", "CODE-SECRET-KEY", "MKT-SECRET-VALUE"] {
             assert!(!dbg.contains(secret), "{secret} leaked into Debug");
         }
         assert_eq!(
-            c.access_keys.for_family(KeyFamily::LicenseCode).unwrap().expose(),
+            c.access_keys
+                .for_family(KeyFamily::LicenseCode)
+                .unwrap()
+                .expose(),
             "CODE-SECRET-KEY"
         );
     }
@@ -469,11 +488,20 @@ features = { solver = 4, mesher = 1 }
     #[test]
     fn tls_required_unless_plain_and_admin_must_be_loopback() {
         let no_tls = EXAMPLE.replace("tls_cert = \"cert.pem\"\n", "");
-        assert!(matches!(IsvConfig::parse_str(&no_tls), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            IsvConfig::parse_str(&no_tls),
+            Err(ConfigError::Invalid(_))
+        ));
         let public_admin = EXAMPLE.replace("127.0.0.1:8444", "0.0.0.0:8444");
-        assert!(matches!(IsvConfig::parse_str(&public_admin), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            IsvConfig::parse_str(&public_admin),
+            Err(ConfigError::Invalid(_))
+        ));
         let unknown_key = format!("{EXAMPLE}\n[extra]\nx = 1\n");
-        assert!(matches!(IsvConfig::parse_str(&unknown_key), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            IsvConfig::parse_str(&unknown_key),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

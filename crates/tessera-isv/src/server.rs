@@ -107,7 +107,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Serve
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Tls(format!("certificate PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls("no certificate in the certificate file".into()));
+        return Err(ServerError::Tls(
+            "no certificate in the certificate file".into(),
+        ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ServerError::Tls(format!("key PEM: {e}")))?
@@ -140,9 +142,8 @@ pub fn admin_router(service: IsvService) -> Router {
 }
 
 fn json_200(response: &CallbackResponse) -> Response {
-    let body = serde_json::to_vec(response).unwrap_or_else(|_| {
-        br#"{"resultCode":"000005","resultMsg":"internal error"}"#.to_vec()
-    });
+    let body = serde_json::to_vec(response)
+        .unwrap_or_else(|_| br#"{"resultCode":"000005","resultMsg":"internal error"}"#.to_vec());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
@@ -167,13 +168,15 @@ async fn handle_callback(
         return json_200(&CallbackResponse::new(IsvResultCode::InvalidParams));
     };
     let query = uri.query().map(str::to_owned);
-    let answer =
-        tokio::time::timeout(CALLBACK_DEADLINE, service.handle_callback(query.as_deref(), &bytes))
-            .await
-            .unwrap_or_else(|_| {
-                tracing::error!("callback missed its deadline");
-                CallbackResponse::new(IsvResultCode::InternalError)
-            });
+    let answer = tokio::time::timeout(
+        CALLBACK_DEADLINE,
+        service.handle_callback(query.as_deref(), &bytes),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        tracing::error!("callback missed its deadline");
+        CallbackResponse::new(IsvResultCode::InternalError)
+    });
     json_200(&answer)
 }
 
@@ -226,7 +229,11 @@ async fn serve_loop(listener: TcpListener, router: Router, tls: Option<TlsAccept
                         return;
                     }
                 },
-                None => builder.serve_connection(TokioIo::new(stream), service).await,
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

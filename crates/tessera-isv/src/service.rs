@@ -13,7 +13,8 @@ use koogallery::callback_sig::{
     self, AccessKey, NonceCache, NonceCheck, NonceStoreError, SignatureParams,
 };
 use koogallery::wire::{
-    CallbackRequest, CallbackResponse, GetLicenseAsync, InstanceStatus as WireStatus, NewInstance, OrderInfo, RefreshInstance,
+    CallbackRequest, CallbackResponse, GetLicenseAsync, InstanceStatus as WireStatus, NewInstance,
+    OrderInfo, RefreshInstance,
 };
 use serde::{Deserialize, Serialize};
 use tessera_license::SigningKey;
@@ -309,11 +310,16 @@ impl IsvService {
                     WireStatus::Unfreeze => InstanceStatus::Active,
                     WireStatus::Other(_) => return Ok(answer(IsvResultCode::InvalidParams)),
                 };
-                Ok(if store.set_instance_status(&r.instance_id, status, now).await? {
-                    answer(IsvResultCode::Success)
-                } else {
-                    answer(IsvResultCode::NotFound)
-                })
+                Ok(
+                    if store
+                        .set_instance_status(&r.instance_id, status, now)
+                        .await?
+                    {
+                        answer(IsvResultCode::Success)
+                    } else {
+                        answer(IsvResultCode::NotFound)
+                    },
+                )
             }
             CallbackRequest::ReleaseInstance(r) => {
                 Ok(match store.instance(&r.instance_id).await? {
@@ -631,7 +637,9 @@ impl IsvService {
         let store = &self.inner.store;
         let state = match result {
             Ok(()) => {
-                store.finish_job(job.id, owner, JobState::Done, None, done_at).await?;
+                store
+                    .finish_job(job.id, owner, JobState::Done, None, done_at)
+                    .await?;
                 JobState::Done
             }
             Err(e) => {
@@ -779,7 +787,10 @@ fn key_family(body: &[u8]) -> Option<KeyFamily> {
     }
     let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
     match peek.activity?.as_ref() {
-        "newInstance" | "refreshInstance" | "updateInstanceStatus" | "releaseInstance"
+        "newInstance"
+        | "refreshInstance"
+        | "updateInstanceStatus"
+        | "releaseInstance"
         | "getLicenseAsync" => Some(KeyFamily::Basic),
         "refreshLicenseCode" | "updateLicenseCodeStatus" | "releaseLicenseCode" => {
             Some(KeyFamily::LicenseCode)

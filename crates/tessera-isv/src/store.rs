@@ -351,8 +351,12 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets the admin CLI read while the server writes; the busy timeout
                         // makes concurrent writers wait instead of failing.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -439,7 +443,9 @@ impl Store {
     /// # Errors
     /// On a database failure or a corrupt row.
     pub async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY created_ms DESC, instance_id");
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY created_ms DESC, instance_id"
+        );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(instance_from_row).collect()
     }
@@ -559,7 +565,10 @@ impl Store {
             "SELECT {LICENSE_COLUMNS} FROM licenses WHERE instance_id = $1 \
              ORDER BY issued_ms, event_id"
         );
-        let rows = sqlx::query(&sql).bind(instance_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(instance_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(license_from_row).collect()
     }
 
@@ -632,8 +641,14 @@ impl Store {
             .await?;
         if let Some(row) = existing {
             let license = license_from_row(&row)?;
-            rearm_in(&mut tx, request.job_kind, request.job_key, request.job_payload, request.now_ms)
-                .await?;
+            rearm_in(
+                &mut tx,
+                request.job_kind,
+                request.job_key,
+                request.job_payload,
+                request.now_ms,
+            )
+            .await?;
             tx.commit().await?;
             return Ok(IssueOutcome::Existing(license));
         }
@@ -673,8 +688,14 @@ impl Store {
         .bind(l.issued_ms)
         .execute(&mut *tx)
         .await?;
-        rearm_in(&mut tx, request.job_kind, request.job_key, request.job_payload, request.now_ms)
-            .await?;
+        rearm_in(
+            &mut tx,
+            request.job_kind,
+            request.job_key,
+            request.job_payload,
+            request.now_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok(IssueOutcome::Issued(l))
     }
@@ -822,7 +843,10 @@ impl Store {
     /// On a database failure or a corrupt row.
     pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -834,7 +858,10 @@ impl Store {
         let rows = match state {
             Some(s) => {
                 let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY id");
-                sqlx::query(&sql).bind(s.as_str()).fetch_all(&self.pool).await?
+                sqlx::query(&sql)
+                    .bind(s.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
             }
             None => {
                 let sql = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id");

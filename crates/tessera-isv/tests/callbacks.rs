@@ -81,7 +81,14 @@ async fn harness(db: Db) -> Option<Harness> {
     let clock = ManualClock::at_unix(START);
     let shared: SharedClock = clock.shared();
     let market = Arc::new(FakeMarket::default());
-    let cfg = config(&test_db.url, &["https://unused.invalid".into()], None, "ak", "sk", "file");
+    let cfg = config(
+        &test_db.url,
+        &["https://unused.invalid".into()],
+        None,
+        "ak",
+        "sk",
+        "file",
+    );
     let isv = start_isv(cfg, shared, market.clone(), None).await;
     Some(Harness {
         isv,
@@ -122,10 +129,16 @@ impl Harness {
     }
 
     async fn signed(&self, key: &str, body: &str) -> (String, serde_json::Value) {
-        let params = SignatureParams::sign(&AccessKey::new(key), body.as_bytes(), self.now(), &nonce());
-        let (status, json) = self.post_raw(&params.query_string(), body.as_bytes().to_vec()).await;
+        let params =
+            SignatureParams::sign(&AccessKey::new(key), body.as_bytes(), self.now(), &nonce());
+        let (status, json) = self
+            .post_raw(&params.query_string(), body.as_bytes().to_vec())
+            .await;
         assert_eq!(status, 200, "every answer is HTTP 200");
-        (json["resultCode"].as_str().unwrap_or_default().to_owned(), json)
+        (
+            json["resultCode"].as_str().unwrap_or_default().to_owned(),
+            json,
+        )
     }
 
     async fn code(&self, body: &str) -> String {
@@ -186,9 +199,8 @@ async fn refused_callbacks_change_nothing(db: Db) {
     })
     .await;
     let before = h.state().await;
-    let body = format!(
-        r#"{{"activity":"releaseInstance","instanceId":"{instance}","testFlag":"0"}}"#
-    );
+    let body =
+        format!(r#"{{"activity":"releaseInstance","instanceId":"{instance}","testFlag":"0"}}"#);
 
     // Wrong key.
     assert_eq!(h.signed("NOT-THE-KEY", &body).await.0, "000001");
@@ -201,20 +213,33 @@ async fn refused_callbacks_change_nothing(db: Db) {
         h.now() - Duration::seconds(61),
         &nonce(),
     );
-    let (status, json) = h.post_raw(&old.query_string(), body.clone().into_bytes()).await;
+    let (status, json) = h
+        .post_raw(&old.query_string(), body.clone().into_bytes())
+        .await;
     assert_eq!((status, json["resultCode"].as_str()), (200, Some("000001")));
     // No signature parameters at all.
     let (_, json) = h.post_raw("", body.clone().into_bytes()).await;
     assert_eq!(json["resultCode"], "000001");
     // Tampered body under a valid signature.
-    let params = SignatureParams::sign(&AccessKey::new(CALLBACK_KEY), body.as_bytes(), h.now(), &nonce());
+    let params = SignatureParams::sign(
+        &AccessKey::new(CALLBACK_KEY),
+        body.as_bytes(),
+        h.now(),
+        &nonce(),
+    );
     let tampered = body.replace(&instance, "someone-else");
-    let (_, json) = h.post_raw(&params.query_string(), tampered.into_bytes()).await;
+    let (_, json) = h
+        .post_raw(&params.query_string(), tampered.into_bytes())
+        .await;
     assert_eq!(json["resultCode"], "000001");
     // Malformed JSON, correctly signed.
     assert_eq!(h.code(r#"{"activity":"releaseInstance","#).await, "000002");
     // Unknown activity, correctly signed.
-    assert_eq!(h.code(r#"{"activity":"launchRockets","instanceId":"x"}"#).await, "000002");
+    assert_eq!(
+        h.code(r#"{"activity":"launchRockets","instanceId":"x"}"#)
+            .await,
+        "000002"
+    );
     // A known activity missing a mandatory field.
     assert_eq!(h.code(r#"{"activity":"releaseInstance"}"#).await, "000002");
     // Oversized body (64 KiB limit).
@@ -226,24 +251,52 @@ async fn refused_callbacks_change_nothing(db: Db) {
     // Not a POST.
     let r = h.http.get(h.isv.url()).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["resultCode"], "000002");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["resultCode"],
+        "000002"
+    );
 
-    assert_eq!(h.state().await, before, "refused callbacks must not change state");
-    let i = h.isv.service.store().instance(&instance).await.unwrap().unwrap();
+    assert_eq!(
+        h.state().await,
+        before,
+        "refused callbacks must not change state"
+    );
+    let i = h
+        .isv
+        .service
+        .store()
+        .instance(&instance)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(i.status, InstanceStatus::Active);
 
     // Replay: the first delivery works, the identical second one is refused.
-    let params = SignatureParams::sign(&AccessKey::new(CALLBACK_KEY), body.as_bytes(), h.now(), &nonce());
-    let (_, first) = h.post_raw(&params.query_string(), body.clone().into_bytes()).await;
+    let params = SignatureParams::sign(
+        &AccessKey::new(CALLBACK_KEY),
+        body.as_bytes(),
+        h.now(),
+        &nonce(),
+    );
+    let (_, first) = h
+        .post_raw(&params.query_string(), body.clone().into_bytes())
+        .await;
     assert_eq!(first["resultCode"], "000000");
     let after_release = h.state().await;
-    let (_, replay) = h.post_raw(&params.query_string(), body.clone().into_bytes()).await;
+    let (_, replay) = h
+        .post_raw(&params.query_string(), body.clone().into_bytes())
+        .await;
     assert_eq!(replay["resultCode"], "000001");
     assert_eq!(h.state().await, after_release);
     // The nonce is remembered in the database: a restarted ISV (new service, same database)
     // still refuses it.
     let store = tessera_isv::store::Store::open(&h._db.url).await.unwrap();
-    assert!(!store.remember_nonce(&params.nonce, 0, i64::MAX).await.unwrap());
+    assert!(
+        !store
+            .remember_nonce(&params.nonce, 0, i64::MAX)
+            .await
+            .unwrap()
+    );
     // And expired nonces are purged.
     h.clock.advance(Duration::minutes(5));
     assert!(store.purge_nonces(START * 1000 + 300_000).await.unwrap() >= 1);
@@ -256,7 +309,13 @@ async fn lifecycle_and_license_rules(db: Db) {
     assert_eq!(h.new_instance("CS-1").await, instance);
     let store = h.isv.service.store();
     eventually("order details fetched", || async {
-        store.instance(&instance).await.unwrap().unwrap().order_fetched_ms.is_some()
+        store
+            .instance(&instance)
+            .await
+            .unwrap()
+            .unwrap()
+            .order_fetched_ms
+            .is_some()
     })
     .await;
     let i = store.instance(&instance).await.unwrap().unwrap();
@@ -264,21 +323,47 @@ async fn lifecycle_and_license_rules(db: Db) {
     assert_eq!(i.linear_value, Some(2));
 
     let exp = Some("2026-12-31 00:00:00 z");
-    assert_eq!(h.code(&get_license(&instance, "E1", None, exp)).await, "000903");
-    assert_eq!(h.code(&get_license(&instance, "E1", Some("  "), exp)).await, "000903");
-    assert_eq!(h.code(&get_license("nope", "E1", Some(FP), exp)).await, "000003");
-    assert_eq!(h.code(&get_license(&instance, "E1", Some(FP), None)).await, "000902");
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", None, exp)).await,
+        "000903"
+    );
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some("  "), exp)).await,
+        "000903"
+    );
+    assert_eq!(
+        h.code(&get_license("nope", "E1", Some(FP), exp)).await,
+        "000003"
+    );
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some(FP), None)).await,
+        "000902"
+    );
     let too_late = Some("2028-06-01 00:00:00 z");
-    assert_eq!(h.code(&get_license(&instance, "E1", Some(FP), too_late)).await, "000901");
-    assert_eq!(h.state().await.2, 0, "no License issued by refused requests");
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some(FP), too_late))
+            .await,
+        "000901"
+    );
+    assert_eq!(
+        h.state().await.2,
+        0,
+        "no License issued by refused requests"
+    );
 
-    assert_eq!(h.code(&get_license(&instance, "E1", Some(FP), exp)).await, "000004");
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some(FP), exp)).await,
+        "000004"
+    );
     eventually("License uploaded", || async {
         h.market.uploads.lock().unwrap().len() == 1
     })
     .await;
     // The same eventId + fingerprint: the same License bytes, uploaded again.
-    assert_eq!(h.code(&get_license(&instance, "E1", Some(FP), exp)).await, "000004");
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some(FP), exp)).await,
+        "000004"
+    );
     eventually("License re-uploaded", || async {
         h.market.uploads.lock().unwrap().len() == 2
     })
@@ -286,12 +371,24 @@ async fn lifecycle_and_license_rules(db: Db) {
     {
         let uploads = h.market.uploads.lock().unwrap();
         assert_eq!(uploads[0], uploads[1]);
-        assert!(matches!(&uploads[0].1, Upload::File { file_name, .. } if file_name == "license.lic"));
+        assert!(
+            matches!(&uploads[0].1, Upload::File { file_name, .. } if file_name == "license.lic")
+        );
     }
     // A second device fits the quota of 2; a third does not; a licensed device still may.
-    assert_eq!(h.code(&get_license(&instance, "E2", Some(FP2), exp)).await, "000004");
-    assert_eq!(h.code(&get_license(&instance, "E3", Some("X|Y|Z|W"), exp)).await, "000900");
-    assert_eq!(h.code(&get_license(&instance, "E4", Some(FP), exp)).await, "000004");
+    assert_eq!(
+        h.code(&get_license(&instance, "E2", Some(FP2), exp)).await,
+        "000004"
+    );
+    assert_eq!(
+        h.code(&get_license(&instance, "E3", Some("X|Y|Z|W"), exp))
+            .await,
+        "000900"
+    );
+    assert_eq!(
+        h.code(&get_license(&instance, "E4", Some(FP), exp)).await,
+        "000004"
+    );
     assert_eq!(store.licenses_of(&instance).await.unwrap().len(), 3);
 
     // Renewal extends the expiry; freeze blocks new Licenses; unfreeze and release.
@@ -306,15 +403,36 @@ async fn lifecycle_and_license_rules(db: Db) {
         format!(r#"{{"activity":"updateInstanceStatus","instanceId":"{instance}","status":"{s}"}}"#)
     };
     assert_eq!(h.code(&status("FREEZE")).await, "000000");
-    assert_eq!(h.code(&status("FREEZE")).await, "000000", "repeated freeze succeeds");
-    assert_eq!(store.instance(&instance).await.unwrap().unwrap().status, InstanceStatus::Frozen);
-    assert_eq!(h.code(&get_license(&instance, "E5", Some(FP), exp)).await, "000901");
+    assert_eq!(
+        h.code(&status("FREEZE")).await,
+        "000000",
+        "repeated freeze succeeds"
+    );
+    assert_eq!(
+        store.instance(&instance).await.unwrap().unwrap().status,
+        InstanceStatus::Frozen
+    );
+    assert_eq!(
+        h.code(&get_license(&instance, "E5", Some(FP), exp)).await,
+        "000901"
+    );
     assert_eq!(h.code(&status("UNFREEZE")).await, "000000");
-    assert_eq!(store.instance(&instance).await.unwrap().unwrap().status, InstanceStatus::Active);
+    assert_eq!(
+        store.instance(&instance).await.unwrap().unwrap().status,
+        InstanceStatus::Active
+    );
     let release = format!(r#"{{"activity":"releaseInstance","instanceId":"{instance}"}}"#);
     assert_eq!(h.code(&release).await, "000000");
-    assert_eq!(h.code(&release).await, "000000", "repeated release succeeds");
-    assert_eq!(h.code(&status("FREEZE")).await, "000003", "a released instance is gone");
+    assert_eq!(
+        h.code(&release).await,
+        "000000",
+        "repeated release succeeds"
+    );
+    assert_eq!(
+        h.code(&status("FREEZE")).await,
+        "000003",
+        "a released instance is gone"
+    );
     assert_eq!(h.code(&refresh).await, "000003");
     let unknown = r#"{"activity":"releaseInstance","instanceId":"never-created"}"#;
     assert_eq!(h.code(unknown).await, "000003");
@@ -325,9 +443,11 @@ async fn lifecycle_and_license_rules(db: Db) {
         r#"{"activity":"refreshLicenseCode","expireTime":"20270523201932","license":"PLCODE0001","orderId":"O2","orderLineId":"O2-000001","scene":"RENEWAL"}"#,
     );
     assert_eq!(h.signed(CODE_KEY, &refresh_code).await.0, "000000");
-    let freeze_code = r#"{"activity":"updateLicenseCodeStatus","license":"PLCODE0001","status":"FREEZE"}"#;
+    let freeze_code =
+        r#"{"activity":"updateLicenseCodeStatus","license":"PLCODE0001","status":"FREEZE"}"#;
     assert_eq!(h.signed(CODE_KEY, freeze_code).await.0, "000000");
-    let unknown_code = r#"{"activity":"updateLicenseCodeStatus","license":"PLNOPE","status":"FREEZE"}"#;
+    let unknown_code =
+        r#"{"activity":"updateLicenseCodeStatus","license":"PLNOPE","status":"FREEZE"}"#;
     assert_eq!(h.signed(CODE_KEY, unknown_code).await.0, "000003");
     let release_code = r#"{"activity":"releaseLicenseCode","license":"PLCODE0001"}"#;
     assert_eq!(h.signed(CODE_KEY, release_code).await.0, "000000");
@@ -337,7 +457,9 @@ async fn lifecycle_and_license_rules(db: Db) {
     assert_eq!(codes[0].status, "RELEASED");
     assert_eq!(codes[0].order_id.as_deref(), Some("O2"));
 
-    let report = tessera_isv::status::StatusReport::collect(store).await.unwrap();
+    let report = tessera_isv::status::StatusReport::collect(store)
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].status, "RELEASED");
     assert_eq!(report.instances[0].licenses.len(), 3);
     assert_eq!(report.license_codes[0].code, "PLCODE…");
@@ -348,24 +470,36 @@ async fn failed_uploads_retry_then_dead_letter(db: Db) {
     let instance = h.new_instance("CS-1").await;
     *h.market.fail_uploads.lock().unwrap() = Some(true);
     let exp = Some("2026-12-31 00:00:00 z");
-    assert_eq!(h.code(&get_license(&instance, "E1", Some(FP), exp)).await, "000004");
+    assert_eq!(
+        h.code(&get_license(&instance, "E1", Some(FP), exp)).await,
+        "000004"
+    );
     let store = h.isv.service.store();
     // Each failure schedules a retry with backoff; moving the clock past it makes it due.
     for attempt in 1..=3 {
         eventually("an upload attempt", || async {
             store.jobs(None).await.unwrap().iter().any(|j| {
-                j.kind == "deliver_license"
-                    && j.attempts == attempt
-                    && j.lease_owner.is_none()
+                j.kind == "deliver_license" && j.attempts == attempt && j.lease_owner.is_none()
             })
         })
         .await;
         h.clock.advance(Duration::minutes(11));
     }
-    eventually("dead letter", || async { store.job_counts().await.unwrap().dead == 1 }).await;
-    let report = tessera_isv::status::StatusReport::collect(store).await.unwrap();
+    eventually("dead letter", || async {
+        store.job_counts().await.unwrap().dead == 1
+    })
+    .await;
+    let report = tessera_isv::status::StatusReport::collect(store)
+        .await
+        .unwrap();
     assert_eq!(report.jobs.dead_jobs.len(), 1);
-    assert!(report.jobs.dead_jobs[0].last_error.as_deref().unwrap().contains("injected"));
+    assert!(
+        report.jobs.dead_jobs[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("injected")
+    );
     assert!(!report.instances[0].licenses[0].uploaded);
     // An operator revives it once the marketplace is back.
     *h.market.fail_uploads.lock().unwrap() = None;

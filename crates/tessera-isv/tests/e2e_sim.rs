@@ -8,8 +8,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use common::{CALLBACK_KEY, Db, config, eventually, signing_key, start_isv, test_db};
 use koogallery_sim::{
-    CallbackOutcome, IsvEndpoint, LicenseModel, LicensePayload, LicenseRequest, NewOrder,
-    Renewal, Sim, SimConfig, SimHandle,
+    CallbackOutcome, IsvEndpoint, LicenseModel, LicensePayload, LicenseRequest, NewOrder, Renewal,
+    Sim, SimConfig, SimHandle,
 };
 use tessera_isv::cli::marketplace;
 use tessera_isv::market::BoxFuture;
@@ -63,7 +63,10 @@ async fn fetch_delivered(sim: &SimHandle, buyer_token: &str, instance_id: &str) 
         .tls_certs_only([ca])
         .build()
         .expect("client");
-    let url = format!("{}/sim/delivery/instances/{instance_id}/license", sim.primary_url());
+    let url = format!(
+        "{}/sim/delivery/instances/{instance_id}/license",
+        sim.primary_url()
+    );
     let v: serde_json::Value = http
         .get(url)
         .bearer_auth(buyer_token)
@@ -81,12 +84,15 @@ async fn fetch_delivered(sim: &SimHandle, buyer_token: &str, instance_id: &str) 
 }
 
 async fn full_lifecycle(db: Db) {
-    let Some(test_db) = test_db(db).await else { return };
+    let Some(test_db) = test_db(db).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(&dir).await;
     let h = sim.handle();
     let clock: SharedClock = SystemClock::shared();
-    let market = Arc::new(marketplace(&isv_config(&test_db.url, &h, "file"), clock.clone()).unwrap());
+    let market =
+        Arc::new(marketplace(&isv_config(&test_db.url, &h, "file"), clock.clone()).unwrap());
     let isv = start_isv(isv_config(&test_db.url, &h, "file"), clock, market, None).await;
     point_sim_at(&h, isv.url());
     let store = isv.service.store();
@@ -95,14 +101,25 @@ async fn full_lifecycle(db: Db) {
     let created = h
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "prod-cad"))
         .expect("order");
-    assert_eq!(settled(&h, created.callback_id.expect("newInstance sent")).await, "000000");
+    assert_eq!(
+        settled(&h, created.callback_id.expect("newInstance sent")).await,
+        "000000"
+    );
     let instances = store.instances().await.unwrap();
     assert_eq!(instances.len(), 1);
     let instance_id = instances[0].instance_id.clone();
     assert_eq!(instances[0].order_id, created.order.order_id);
-    let sim_instance = h.instance(&instance_id).expect("sim knows the ISV's instance id");
+    let sim_instance = h
+        .instance(&instance_id)
+        .expect("sim knows the ISV's instance id");
     eventually("order details", || async {
-        store.instance(&instance_id).await.unwrap().unwrap().order_fetched_ms.is_some()
+        store
+            .instance(&instance_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .order_fetched_ms
+            .is_some()
     })
     .await;
     let i = store.instance(&instance_id).await.unwrap().unwrap();
@@ -132,20 +149,37 @@ async fn full_lifecycle(db: Db) {
     let delivered = fetch_delivered(&h, &created.buyer_token, &instance_id).await;
     let fp_key = tessera_isv::issuer::fingerprint_key(FP);
     let stored = store.license(&event_id, &fp_key).await.unwrap().unwrap();
-    assert_eq!(delivered, stored.body, "the sim holds exactly the bytes the ISV stored");
+    assert_eq!(
+        delivered, stored.body,
+        "the sim holds exactly the bytes the ISV stored"
+    );
     let verifier = Verifier::with_keys([signing_key().public_key().clone()]);
-    let signed = verifier.open(&delivered).expect("the delivered License verifies");
+    let signed = verifier
+        .open(&delivered)
+        .expect("the delivered License verifies");
     assert_eq!(signed.license.product_id, "prod-cad");
     assert_eq!(signed.license.instance_id, instance_id);
-    assert_eq!(signed.license.binding.fingerprint_hash(), FingerprintHash::of(FP));
-    assert_ne!(signed.license.binding.fingerprint_hash(), FingerprintHash::of("A|B|C|D"));
+    assert_eq!(
+        signed.license.binding.fingerprint_hash(),
+        FingerprintHash::of(FP)
+    );
+    assert_ne!(
+        signed.license.binding.fingerprint_hash(),
+        FingerprintHash::of("A|B|C|D")
+    );
     assert_eq!(
         signed.license.not_after.map(|t| t.unix_timestamp()),
         sim_instance.expire_time.map(|t| t.unix_timestamp())
     );
     assert_eq!(signed.license.features.len(), 2);
     eventually("upload acknowledged", || async {
-        store.license(&event_id, &fp_key).await.unwrap().unwrap().uploaded_ms.is_some()
+        store
+            .license(&event_id, &fp_key)
+            .await
+            .unwrap()
+            .unwrap()
+            .uploaded_ms
+            .is_some()
     })
     .await;
 
@@ -163,25 +197,40 @@ async fn full_lifecycle(db: Db) {
         .expect("renewal");
     assert_eq!(settled(&h, renewed.callback_ids[0]).await, "000000");
     let i = store.instance(&instance_id).await.unwrap().unwrap();
-    assert_eq!(i.expire_ms.map(|m| m / 1000), Some(new_expiry.unix_seconds()));
+    assert_eq!(
+        i.expire_ms.map(|m| m / 1000),
+        Some(new_expiry.unix_seconds())
+    );
     assert_eq!(i.last_scene.as_deref(), Some("RENEWAL"));
-    let report = tessera_isv::status::StatusReport::collect(store).await.unwrap();
+    let report = tessera_isv::status::StatusReport::collect(store)
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].renewal_reissue_due, 1);
 
     // Freeze, unfreeze, release: each reflected in the ISV's state.
     let frozen = h.set_instance_frozen(&instance_id, true).expect("freeze");
     assert_eq!(settled(&h, frozen.callback_ids[0]).await, "000000");
-    assert_eq!(store.instance(&instance_id).await.unwrap().unwrap().status, InstanceStatus::Frozen);
-    let thawed = h.set_instance_frozen(&instance_id, false).expect("unfreeze");
+    assert_eq!(
+        store.instance(&instance_id).await.unwrap().unwrap().status,
+        InstanceStatus::Frozen
+    );
+    let thawed = h
+        .set_instance_frozen(&instance_id, false)
+        .expect("unfreeze");
     assert_eq!(settled(&h, thawed.callback_ids[0]).await, "000000");
-    assert_eq!(store.instance(&instance_id).await.unwrap().unwrap().status, InstanceStatus::Active);
+    assert_eq!(
+        store.instance(&instance_id).await.unwrap().unwrap().status,
+        InstanceStatus::Active
+    );
     let released = h.release_instance(&instance_id, false).expect("release");
     assert_eq!(settled(&h, released.callback_ids[0]).await, "000000");
     assert_eq!(
         store.instance(&instance_id).await.unwrap().unwrap().status,
         InstanceStatus::Released
     );
-    let report = tessera_isv::status::StatusReport::collect(store).await.unwrap();
+    let report = tessera_isv::status::StatusReport::collect(store)
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].status, "RELEASED");
     assert!(report.instances[0].licenses[0].uploaded);
     assert_eq!(report.jobs.dead, 0);
@@ -206,7 +255,9 @@ impl JobHooks for StallBeforeUpload {
 }
 
 async fn crash_between_sign_and_upload(db: Db) {
-    let Some(test_db) = test_db(db).await else { return };
+    let Some(test_db) = test_db(db).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(&dir).await;
     let h = sim.handle();
@@ -229,7 +280,9 @@ async fn crash_between_sign_and_upload(db: Db) {
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "prod-cad"))
         .expect("order");
     assert_eq!(settled(&h, created.callback_id.unwrap()).await, "000000");
-    let instance_id = isv.service.store().instances().await.unwrap()[0].instance_id.clone();
+    let instance_id = isv.service.store().instances().await.unwrap()[0]
+        .instance_id
+        .clone();
     let requested = h
         .request_license(
             &instance_id,
@@ -252,7 +305,11 @@ async fn crash_between_sign_and_upload(db: Db) {
         .unwrap()
         .expect("signed and stored before the crash");
     isv.kill();
-    assert_eq!(h.event(&event_id).unwrap().uploads, 0, "nothing uploaded before the crash");
+    assert_eq!(
+        h.event(&event_id).unwrap().uploads,
+        0,
+        "nothing uploaded before the crash"
+    );
 
     // Restart on the same database; once the dead worker's lease has run out, the job is taken
     // over and the stored bytes are delivered.
@@ -261,7 +318,13 @@ async fn crash_between_sign_and_upload(db: Db) {
     point_sim_at(&h, isv.url());
     let store = isv.service.store();
     eventually("delivered after restart", || async {
-        store.license(&event_id, &fp_key).await.unwrap().unwrap().uploaded_ms.is_some()
+        store
+            .license(&event_id, &fp_key)
+            .await
+            .unwrap()
+            .unwrap()
+            .uploaded_ms
+            .is_some()
     })
     .await;
     let event = h.event(&event_id).unwrap();
@@ -277,7 +340,9 @@ async fn crash_between_sign_and_upload(db: Db) {
 }
 
 async fn string_delivery(db: Db) {
-    let Some(test_db) = test_db(db).await else { return };
+    let Some(test_db) = test_db(db).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(&dir).await;
     let h = sim.handle();
@@ -290,7 +355,9 @@ async fn string_delivery(db: Db) {
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "prod-cad"))
         .unwrap();
     assert_eq!(settled(&h, created.callback_id.unwrap()).await, "000000");
-    let instance_id = isv.service.store().instances().await.unwrap()[0].instance_id.clone();
+    let instance_id = isv.service.store().instances().await.unwrap()[0]
+        .instance_id
+        .clone();
     let requested = h
         .request_license(
             &instance_id,
@@ -313,8 +380,13 @@ async fn string_delivery(db: Db) {
     };
     assert!(text.chars().count() <= 1024);
     let verifier = Verifier::with_keys([signing_key().public_key().clone()]);
-    let signed = verifier.open(text.as_bytes()).expect("string form verifies");
-    assert_eq!(signed.license.binding.fingerprint_hash(), FingerprintHash::of(FP));
+    let signed = verifier
+        .open(text.as_bytes())
+        .expect("string form verifies");
+    assert_eq!(
+        signed.license.binding.fingerprint_hash(),
+        FingerprintHash::of(FP)
+    );
     drop(isv);
     sim.shutdown().await;
 }
@@ -332,4 +404,8 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(full_lifecycle, crash_between_sign_and_upload, string_delivery);
+both_backends!(
+    full_lifecycle,
+    crash_between_sign_and_upload,
+    string_delivery
+);

@@ -1006,3 +1006,4 @@ mod tests {
         }
     }
 }
+impl tessera_client { pub fn client_link(&self) -> LinkStatus { self.client.link() } }

@@ -288,8 +288,15 @@ fn the_state_reported_after_a_reconnect_is_announced_when_it_changed() {
 #[test]
 fn zz_debug_connect_twice() {
     let agent = AgentHarness::start();
-    let client = Client::new(options(&agent)).unwrap();
-    client.connect(CONNECT).unwrap();
-    eprintln!("link after connect: {:?}", client.link());
-    client.connect(Duration::ZERO).unwrap();
+    // SAFETY: test
+    unsafe {
+        std::env::set_var("TESSERA_SOCKET", agent.socket_path());
+        let mut c = std::ptr::null_mut();
+        assert_eq!(tessera::ffi::tessera_client_new(c"foocad".as_ptr(), c"x".as_ptr(), c"1".as_ptr(), &mut c), tessera_result::TESSERA_OK);
+        let r = tessera::ffi::tessera_client_connect(c, 5000);
+        eprintln!("first {r:?} link {:?}", (*c).client_link());
+        let r = tessera::ffi::tessera_client_connect(c, 0);
+        eprintln!("second {r:?}");
+        tessera::ffi::tessera_client_free(c);
+    }
 }

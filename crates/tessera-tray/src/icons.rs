@@ -106,13 +106,7 @@ mod tests {
     fn count_near(icon: &Rgba, colour: [u8; 3]) -> usize {
         icon.pixels
             .chunks_exact(4)
-            .filter(|px| {
-                px[3] > 200
-                    && px[..3]
-                        .iter()
-                        .zip(colour)
-                        .all(|(a, b)| a.abs_diff(b) <= 8)
-            })
+            .filter(|px| px[3] > 200 && px[..3].iter().zip(colour).all(|(a, b)| a.abs_diff(b) <= 8))
             .count()
     }
 

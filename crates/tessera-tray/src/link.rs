@@ -156,7 +156,9 @@ pub fn clean_code(raw: &str) -> Result<String, &'static str> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     {
-        return Err("The clipboard does not hold an authorization code (letters, digits and '-' only).");
+        return Err(
+            "The clipboard does not hold an authorization code (letters, digits and '-' only).",
+        );
     }
     Ok(code.to_owned())
 }
@@ -282,7 +284,9 @@ async fn execute(config: LinkConfig, client: Arc<IpcClient>, cmd: Command, ui: U
                 code: AuthCode(code),
             };
             match client.call(call).await {
-                Ok(Reply::ProductState(ps)) => LinkMsg::Notice(outcome("Authorization code activated", &ps)),
+                Ok(Reply::ProductState(ps)) => {
+                    LinkMsg::Notice(outcome("Authorization code activated", &ps))
+                }
                 other => failed("The authorization code was not activated", other),
             }
         }
@@ -338,7 +342,10 @@ async fn execute(config: LinkConfig, client: Arc<IpcClient>, cmd: Command, ui: U
 
 /// `CheckNewVersions` is answered for the session's own product, so the check runs on a short
 /// session opened for that product; the agent answers with `EVENT_UPGRADENOTICE` on it.
-async fn check_updates(config: &LinkConfig, product_id: &str) -> Result<Option<UpdateOffer>, ClientError> {
+async fn check_updates(
+    config: &LinkConfig,
+    product_id: &str,
+) -> Result<Option<UpdateOffer>, ClientError> {
     let mut cfg = config.client(product_id);
     cfg.reconnect = None;
     let client = IpcClient::connect(cfg).await?;
@@ -394,7 +401,10 @@ mod tests {
 
     #[test]
     fn codes_from_the_clipboard_are_checked_and_never_shown() {
-        assert_eq!(clean_code("  PL1234-abcd_9\n"), Ok("PL1234-abcd_9".to_owned()));
+        assert_eq!(
+            clean_code("  PL1234-abcd_9\n"),
+            Ok("PL1234-abcd_9".to_owned())
+        );
         assert!(clean_code(" \n").is_err());
         assert!(clean_code(&"A".repeat(MAX_CODE_LEN + 1)).is_err());
         let e = clean_code("PLSECRET; rm -rf").unwrap_err();

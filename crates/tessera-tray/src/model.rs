@@ -264,7 +264,7 @@ impl AppState {
             Action::CheckForUpdates,
             connected && has_products,
         ));
-        for (product_id, _) in &self.updates {
+        for product_id in self.updates.keys() {
             let Some(p) = self.products().iter().find(|p| &p.product_id == product_id) else {
                 continue;
             };
@@ -427,10 +427,7 @@ pub fn display_name(p: &ProductState) -> String {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .unwrap_or(&p.product_id);
-    name.chars()
-        .filter(|c| !c.is_control())
-        .take(60)
-        .collect()
+    name.chars().filter(|c| !c.is_control()).take(60).collect()
 }
 
 /// Why a product is in its state, in words.
@@ -516,9 +513,7 @@ mod tests {
             snapshot.upsert(p);
         }
         AppState {
-            agent: AgentLink::Connected {
-                snapshot,
-            },
+            agent: AgentLink::Connected { snapshot },
             updates: BTreeMap::new(),
             now: now(),
         }
@@ -586,8 +581,7 @@ mod tests {
 
         p.expires_at = in_days(100);
         let mut s = connected(vec![p.clone()]);
-        s.updates
-            .insert("a".into(), UpdateOffer { forced: false });
+        s.updates.insert("a".into(), UpdateOffer { forced: false });
         assert_eq!(s.status(), TrayStatus::Attention);
         assert_eq!(
             s.product_line(&p),
@@ -710,7 +704,10 @@ mod tests {
         assert_eq!(days_until(t, t), 0);
         assert_eq!(days_until(t, t + Duration::seconds(1)), 1);
         assert_eq!(days_until(t, t + Duration::days(1)), 1);
-        assert_eq!(days_until(t, t + Duration::days(1) + Duration::seconds(1)), 2);
+        assert_eq!(
+            days_until(t, t + Duration::days(1) + Duration::seconds(1)),
+            2
+        );
         assert_eq!(days_until(t, t - Duration::seconds(1)), 0);
         assert_eq!(days_until(t, t - Duration::days(2)), -2);
         let s = connected(vec![]);

@@ -160,16 +160,13 @@ impl NoticePlanner {
             deadline,
             days,
         };
-        let already = REMINDER_DAYS
-            .iter()
-            .filter(|d| **d <= days)
-            .any(|d| {
-                self.sent.contains(&Sent::Reminder {
-                    product_id: p.product_id.clone(),
-                    deadline,
-                    days: *d,
-                })
-            });
+        let already = REMINDER_DAYS.iter().filter(|d| **d <= days).any(|d| {
+            self.sent.contains(&Sent::Reminder {
+                product_id: p.product_id.clone(),
+                deadline,
+                days: *d,
+            })
+        });
         if already || !self.sent.insert(key) {
             return;
         }
@@ -209,9 +206,7 @@ mod tests {
             snapshot.upsert(p);
         }
         AppState {
-            agent: AgentLink::Connected {
-                snapshot,
-            },
+            agent: AgentLink::Connected { snapshot },
             updates: BTreeMap::new(),
             now,
         }

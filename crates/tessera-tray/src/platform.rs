@@ -173,8 +173,12 @@ pub fn start_agent() -> std::io::Result<()> {
             .status();
         match via_systemd {
             Ok(s) if s.success() => return Ok(()),
-            Ok(s) => tracing::info!(status = %s, "systemctl --user could not start the agent; starting it directly"),
-            Err(e) => tracing::info!(error = %e, "systemctl is not available; starting the agent directly"),
+            Ok(s) => {
+                tracing::info!(status = %s, "systemctl --user could not start the agent; starting it directly")
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "systemctl is not available; starting the agent directly")
+            }
         }
     }
     let exe = agent_executable();
@@ -246,7 +250,10 @@ mod tests {
     #[test]
     fn lock_path_prefers_override_then_runtime_dir() {
         assert_eq!(
-            lock_path(&env(&[(ENV_TRAY_LOCK, "/l.lock"), ("XDG_RUNTIME_DIR", "/r")])),
+            lock_path(&env(&[
+                (ENV_TRAY_LOCK, "/l.lock"),
+                ("XDG_RUNTIME_DIR", "/r")
+            ])),
             PathBuf::from("/l.lock")
         );
         assert_eq!(

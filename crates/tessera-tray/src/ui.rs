@@ -298,7 +298,10 @@ impl Ui {
         };
         match link::clean_code(&text) {
             Ok(code) => self.command(Command::ActivateCode { product_id, code }),
-            Err(why) => self.notify(Notice::critical("No authorization code on the clipboard", why)),
+            Err(why) => self.notify(Notice::critical(
+                "No authorization code on the clipboard",
+                why,
+            )),
         }
     }
 
@@ -318,7 +321,10 @@ impl Ui {
                 }
             });
         if let Err(e) = spawned {
-            self.notify(Notice::critical("Cannot open the file dialog", e.to_string()));
+            self.notify(Notice::critical(
+                "Cannot open the file dialog",
+                e.to_string(),
+            ));
         }
     }
 
@@ -338,7 +344,10 @@ impl Ui {
             return;
         }
         if let Err(e) = platform::open(&dir.to_string_lossy()) {
-            self.notify(Notice::critical("Cannot open the logs folder", e.to_string()));
+            self.notify(Notice::critical(
+                "Cannot open the logs folder",
+                e.to_string(),
+            ));
         }
     }
 

@@ -145,6 +145,8 @@ pub enum Script {
     FailFirst(usize),
     /// `000005` forever.
     AlwaysFail,
+    /// Accept, but answer newInstance with a new instanceId every time (not idempotent).
+    NewIdEachTime,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,7 @@ async fn produce(
         Script::Accept => false,
         Script::FailFirst(k) => n <= k,
         Script::AlwaysFail => true,
+        Script::NewIdEachTime => false,
     };
     if !verified {
         return axum::Json(json!({"resultCode": "000001", "resultMsg": "bad signature"}))
@@ -224,11 +227,16 @@ async fn produce(
         };
     }
     match request {
-        Some(CallbackRequest::NewInstance(r)) => axum::Json(json!({
-            "resultCode": "000000", "resultMsg": "success.",
-            "instanceId": format!("inst-{}", r.order_id),
-        }))
-        .into_response(),
+        Some(CallbackRequest::NewInstance(r)) => {
+            let instance_id = match script {
+                Script::NewIdEachTime => format!("inst-{n}"),
+                _ => format!("inst-{}", r.order_id),
+            };
+            axum::Json(json!({
+                "resultCode": "000000", "resultMsg": "success.", "instanceId": instance_id,
+            }))
+            .into_response()
+        }
         Some(CallbackRequest::GetLicenseAsync(_)) => {
             axum::Json(json!({"resultCode": "000004", "resultMsg": "processing"})).into_response()
         }

@@ -153,7 +153,9 @@ pub async fn test_db(db: Db) -> Option<TestDb> {
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
             sqlx::any::install_default_drivers();
             let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-            let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to test postgres");
+            let pool = sqlx::AnyPool::connect(&admin)
+                .await
+                .expect("connect to test postgres");
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&pool)
                 .await
@@ -188,7 +190,10 @@ pub fn config(
     delivery: &str,
 ) -> IsvConfig {
     let ca_line = ca.map_or_else(String::new, |p| {
-        format!("extra_ca_file = {:?}\ntrust_only_extra_ca = true\n", p.display().to_string())
+        format!(
+            "extra_ca_file = {:?}\ntrust_only_extra_ca = true\n",
+            p.display().to_string()
+        )
     });
     let urls: Vec<String> = market_urls.iter().map(|u| format!("{u:?}")).collect();
     let text = format!(
