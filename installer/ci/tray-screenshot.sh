@@ -8,25 +8,29 @@
 #   1. with no agent running   -> grey "agent unreachable" icon, menu offers "Start agent";
 #   2. with a sandbox agent (own config/state/socket under a temp dir, one authorization-code
 #      product and no code)    -> vermillion "Blocked" icon, menu names the product as blocked;
-#   3. right-clicks the icon   -> the menu opens (screenshot differs where the menu is drawn).
+#   3. right-clicks the icon   -> the menu opens (screenshot differs where the menu is drawn);
+#   4. stops and restarts the agent -> grey, then vermillion again (the tray reconnects);
+#   5. activates an authorization code issued by the marketplace emulator (koogallery-sim)
+#                              -> bluish-green "Active" icon, menu shows the expiry date.
 # Each step checks the screenshot's pixels for the state colour (assets/icons/src/*.svg) and reads
 # the menu back over D-Bus from the item's com.canonical.dbusmenu `GetLayout`. The PNGs are left
 # in OUT_DIR, printed at the end, for a person to look at.
 #
-# Needs (Debian): xvfb xauth imagemagick x11-utils xdotool dbus-daemon (dbus-run-session)
+# Needs (Debian): xvfb xauth imagemagick x11-utils xdotool dbus-daemon (dbus-run-session) curl
 #   haskell-status-notifier-item-utils haskell-gtk-sni-tray-utils
 # Binaries: built here with cargo (debug) unless TESSERA_BIN_DIR names a directory holding
-# tessera-tray and tessera-agent (e.g. /usr/bin after installing the .deb).
+# tessera-tray, tessera-agent and tessera (e.g. /usr/bin after installing the .deb); the
+# emulator is TESSERA_SIM, default target/debug/koogallery-sim.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [ "${1:-}" = "--inside-session" ]; then
   shift
-  OUT=$1 BIN=$2 WORK=$3
+  OUT=$1 BIN=$2 WORK=$3 SIM=$4
   # Pixel colours of the state icons (sRGB), and how many must show (the host draws the icon
   # at ~20-24 px: a 16 px icon is already ~100 state-coloured pixels).
-  GREY='#6E6E6E' VERMILLION='#D55E00' MIN_PIXELS=60
+  GREY='#6E6E6E' VERMILLION='#D55E00' GREEN='#009E73' MIN_PIXELS=60
 
   pids=()
   cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -109,6 +113,13 @@ name = "FooCAD 2026"
 models = ["authorization_code"]
 EOF
 
+  port=$(( 20000 + RANDOM % 20000 ))
+  "$SIM" serve --primary "127.0.0.1:$port" --fallback "127.0.0.1:$((port + 1))" \
+    --state-dir "$WORK/sim" > "$OUT/sim.log" 2>&1 & pids+=($!)
+  printf '%s\n' '[marketplace]' "base_url = \"https://127.0.0.1:$port\"" \
+    "fallback_url = \"https://127.0.0.1:$((port + 1))\"" "ca_file = \"$WORK/sim/ca.pem\"" \
+    'trust_server_time = false' '[secrets]' 'store = "file"' > "$TESSERA_CONFIG_DIR/tessera.toml"
+
   "$BIN/tessera-tray" --no-notifications > "$OUT/tray.log" 2>&1 & pids+=($!)
   wait_registered
 
@@ -122,7 +133,9 @@ EOF
   grep -q "already running" "$OUT/tray-second.log" || fail "the second tray did not see the first"
 
   # 2. sandbox agent with a product and no code: blocked
-  "$BIN/tessera-agent" run > "$OUT/agent.log" 2>&1 & pids+=($!)
+  printf 'SIMTESTAK0000000000\nsim-test-secret-key-do-not-use-in-production\n' |
+    "$BIN/tessera-agent" import-credentials > "$OUT/credentials.log" 2>&1 || fail "import-credentials failed"
+  "$BIN/tessera-agent" run > "$OUT/agent.log" 2>&1 & agent=$!; pids+=($agent)
   shoot 2-blocked "$VERMILLION"
   [ "$(count_colour "$OUT/2-blocked.png" "$GREY")" -lt "$MIN_PIXELS" ] ||
     fail "2-blocked: the grey icon is still shown"
@@ -144,6 +157,30 @@ EOF
   [ "${changed%.*}" -ge 3000 ] || fail "3-menu-open: no menu appeared after right-clicking ($x,$y) ($changed pixels changed)"
   echo "3-menu-open: $changed pixels changed by the menu"
   xdotool key Escape || true
+  # Away from the icon, so no tooltip covers the next screenshots.
+  xdotool mousemove 600 380 || true
+  sleep 0.5
+
+  # 4. the agent restarts: the tray shows it gone, then reconnects on its own
+  kill "$agent"; wait "$agent" 2>/dev/null || true
+  shoot 4-agent-stopped "$GREY"
+  "$BIN/tessera-agent" run >> "$OUT/agent.log" 2>&1 & agent=$!; pids+=($agent)
+  shoot 4-agent-restarted "$VERMILLION"
+
+  # 5. a code bought on the (emulated) marketplace and activated: Active
+  api="https://127.0.0.1:$port/sim/control"
+  order=$(curl -sf --cacert "$WORK/sim/ca.pem" "$api/orders" -H 'content-type: application/json' \
+    -d '{"model":"authorization_code","product_id":"foocad-2026"}' | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+  code=$(curl -sf --cacert "$WORK/sim/ca.pem" -X POST "$api/orders/$order/codes" |
+    sed -n 's/.*"code":"\([^"]*\)".*/\1/p')
+  [ -n "$code" ] || fail "the emulator issued no code"
+  curl -sf --cacert "$WORK/sim/ca.pem" -X POST "$api/codes/$code/accept" > /dev/null || fail "code not accepted"
+  echo "$code" | "$BIN/tessera" activate - > "$OUT/activate.txt" 2>&1 || fail "tessera activate failed"
+  shoot 5-active "$GREEN"
+  [ "$(count_colour "$OUT/5-active.png" "$VERMILLION")" -lt "$MIN_PIXELS" ] ||
+    fail "5-active: the blocked icon is still shown"
+  expect_menu 5-active "FooCAD 2026: active until " "Check for updates" "Quit tray"
+  if grep -qF "$code" "$OUT"/*.log "$OUT"/*-layout.txt; then fail "the authorization code leaked into a log"; fi
   echo "tray screenshot test passed"
   exit 0
 fi
@@ -156,12 +193,14 @@ rm -f "$OUT"/*.png "$OUT"/*.txt "$OUT"/*.log
 if [ -n "${TESSERA_BIN_DIR:-}" ]; then
   BIN=$TESSERA_BIN_DIR
 else
-  (cd "$ROOT" && cargo build --quiet -p tessera-tray -p tessera-agent --bins)
+  (cd "$ROOT" && cargo build --quiet -p tessera-tray -p tessera-agent -p tessera-cli -p koogallery-sim --bins)
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 fi
-for b in tessera-tray tessera-agent; do
+SIM=${TESSERA_SIM:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/koogallery-sim}
+for b in tessera-tray tessera-agent tessera; do
   [ -x "$BIN/$b" ] || { echo "FAIL: $BIN/$b is missing" >&2; exit 1; }
 done
+[ -x "$SIM" ] || { echo "FAIL: no koogallery-sim at $SIM" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 display=90
@@ -176,7 +215,7 @@ export XDG_RUNTIME_DIR="$WORK/run"
 mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
 
 status=0
-timeout 150 dbus-run-session -- "$0" --inside-session "$OUT" "$BIN" "$WORK" || status=$?
+timeout 150 dbus-run-session -- "$0" --inside-session "$OUT" "$BIN" "$WORK" "$SIM" || status=$?
 echo "tray screenshots: $OUT"
 ls -1 "$OUT"/*.png 2>/dev/null || true
 exit "$status"

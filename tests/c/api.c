@@ -150,6 +150,7 @@ static void on_log(void *userdata, tessera_log_level level, const char *message)
   (void)userdata;
   EXPECT(level >= TESSERA_LOG_ERROR && level <= TESSERA_LOG_INFO);
   EXPECT(message != NULL && strlen(message) > 0);
+  fprintf(stderr, "log: %s\n", message);
   atomic_fetch_add(&log_lines, 1);
 }
 

@@ -905,7 +905,7 @@ impl Market {
         let auth = self
             .codes
             .get_mut(code)
-            .ok_or_else(|| MarketError::UnknownCode(code.to_owned()))?;
+            .ok_or_else(|| MarketError::UnknownCode(crate::redact(code)))?;
         auth.settle(now);
         Ok(auth)
     }

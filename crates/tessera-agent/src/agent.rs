@@ -41,6 +41,9 @@ pub mod secret_names {
     pub const CODE_PREFIX: &str = "code:";
 }
 
+/// Least time between two lease-table writes.
+pub const LEASE_WRITE_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How heartbeats and lease expiry are driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduling {
@@ -195,6 +198,7 @@ pub struct AgentHandle {
     server: tessera_ipc::ServerHandle,
     serve_task: Mutex<Option<JoinHandle<()>>>,
     scheduler_task: Mutex<Option<JoinHandle<()>>>,
+    lease_writer: Mutex<Option<JoinHandle<()>>>,
     shutdown_rx: watch::Receiver<bool>,
 }
 
@@ -360,6 +364,7 @@ impl Agent {
         let codes = db.codes().await.map_err(StartError::Db)?;
         let licenses = db.licenses().await.map_err(StartError::Db)?;
         let stored_time = db.trusted_time().await.map_err(StartError::Db)?;
+        let stored_leases = db.leases().await.map_err(StartError::Db)?;
         let code_values = {
             let s = secrets.clone();
             let pids: Vec<String> = codes.iter().map(|c| c.product_id.clone()).collect();
@@ -411,7 +416,14 @@ impl Agent {
                 .map(|l| (l.product_id.clone(), l))
                 .collect::<BTreeMap<_, _>>(),
             snapshot: Snapshot::empty(now),
-            leases: LeaseTable::default(),
+            leases: {
+                // Expired ones go at the first pass; sessions that never come back let theirs run out.
+                let mut table = LeaseTable::default();
+                for lease in stored_leases {
+                    table.restore(lease);
+                }
+                table
+            },
             sessions: HashMap::new(),
             used: HashSet::new(),
             used_on: HashMap::new(),
@@ -431,6 +443,7 @@ impl Agent {
                 server: OnceLock::new(),
                 pass_lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                leases_changed: Notify::new(),
                 usage_id,
             },
             paths,
@@ -469,14 +482,30 @@ impl Agent {
             let agent = agent.clone();
             tokio::spawn(async move { agent.run_scheduler().await })
         });
+        let lease_writer = {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.run_lease_writer().await })
+        };
         tracing::info!(socket = %agent.paths.socket.display(), version = env!("CARGO_PKG_VERSION"), "agent started");
         Ok(AgentHandle {
             agent,
             server: server_handle,
             serve_task: Mutex::new(Some(serve_task)),
             scheduler_task: Mutex::new(scheduler_task),
+            lease_writer: Mutex::new(Some(lease_writer)),
             shutdown_rx,
         })
+    }
+
+    /// Writes the leases after each change, at most once per [`LEASE_WRITE_SPACING`], forever.
+    /// Idle, it waits without waking.
+    async fn run_lease_writer(&self) {
+        loop {
+            self.core.leases_changed.notified().await;
+            self.core.persist_leases().await;
+            // Checkout bursts coalesce into one write; a change meanwhile leaves a permit behind.
+            tokio::time::sleep(LEASE_WRITE_SPACING).await;
+        }
     }
 
     /// Sleeps until the next due pass or an early wake, forever.
@@ -614,6 +643,14 @@ impl AgentHandle {
             t.abort();
         }
         self.server.shutdown(reason);
+        let writer = self
+            .lease_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = writer {
+            t.abort();
+        }
         let serve = self
             .serve_task
             .lock()
@@ -622,6 +659,8 @@ impl AgentHandle {
         if let Some(t) = serve {
             let _ = t.await;
         }
+        // Sessions resume their leases with the next agent.
+        self.agent.core.persist_leases().await;
         self.agent.core.db.close().await;
         tracing::info!("agent stopped");
     }

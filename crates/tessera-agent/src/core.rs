@@ -73,6 +73,8 @@ pub struct Core {
     pub(crate) pass_lock: tokio::sync::Mutex<()>,
     /// Wakes the scheduler loop early (a product was used, a code activated).
     pub(crate) wake: Notify,
+    /// Wakes the lease writer (a lease was granted, renewed, released or ended).
+    pub(crate) leases_changed: Notify,
     pub(crate) usage_id: String,
 }
 
@@ -187,6 +189,7 @@ impl Core {
                 {
                     let revoked = st.leases.revoke_product(pid);
                     if !revoked.is_empty() {
+                        self.leases_changed.notify_one();
                         tracing::info!(product_id = %pid, leases = revoked.len(), "leases revoked (block_immediately)");
                     }
                 }
@@ -278,6 +281,14 @@ impl Core {
         }
     }
 
+    /// Writes the lease table to the database as it is now.
+    pub(crate) async fn persist_leases(&self) {
+        let leases: Vec<crate::leases::Lease> = self.lock().leases.all().cloned().collect();
+        if let Err(e) = self.db.put_leases(&leases).await {
+            tracing::error!(error = %e, "could not persist the leases");
+        }
+    }
+
     /// One scheduler pass: observe time, expire leases, run due heartbeats and usage reports,
     /// recompute. Returns when the next pass is due (trusted time).
     pub(crate) async fn pass(&self) -> OffsetDateTime {
@@ -288,6 +299,7 @@ impl Core {
             let now = self.trusted_now(&st);
             let ended = st.leases.expire(now);
             if !ended.is_empty() {
+                self.leases_changed.notify_one();
                 tracing::debug!(count = ended.len(), "leases expired");
             }
             let due = self.due_codes(&st, now);

@@ -9,6 +9,11 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chacha20poly1305::KeyInit as _;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -20,6 +25,7 @@ use tessera_types::StateReason;
 use tessera_types::state::FeatureState;
 
 use crate::enforcement::{CodeStatus, LicenseFacts, Refusal};
+use crate::leases::Lease;
 use crate::trusted_time::TrustedTime;
 
 /// A database operation failed.
@@ -108,6 +114,8 @@ pub struct ManifestRow {
     pub forced: bool,
 }
 
+const SEALED_PREFIX: &str = "sealed:v1:";
+
 /// The state database.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -192,9 +200,60 @@ impl Db {
         Ok(verdict == "ok")
     }
 
+    fn content_cipher(&self) -> ChaCha20Poly1305 {
+        let hk = hkdf::Hkdf::<Sha256>::new(None, &self.mac_key);
+        let mut key = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
+        let _ = hk.expand(b"tessera-agent/license-content/v1", key.as_mut());
+        ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
+    }
+
+    /// License text as stored: sealed with a key derived from the state key (which lives in the
+    /// secrets store), bound to its product, so the database never holds a License in clear.
+    fn seal_content(&self, product_id: &str, content: &str) -> String {
+        let nonce: [u8; 12] = rand::random();
+        let sealed = self
+            .content_cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: content.as_bytes(),
+                    aad: product_id.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        format!("{SEALED_PREFIX}{}", BASE64.encode(blob))
+    }
+
+    /// The stored text back; `None` when a sealed value does not open (another key, or edited).
+    fn open_content(&self, product_id: &str, stored: &str) -> Option<String> {
+        let Some(b64) = stored.strip_prefix(SEALED_PREFIX) else {
+            // Rows written before sealing was introduced.
+            return Some(stored.to_owned());
+        };
+        let blob = BASE64.decode(b64).ok()?;
+        if blob.len() < 12 {
+            return None;
+        }
+        let (nonce, ct) = blob.split_at(12);
+        let plain = self
+            .content_cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: product_id.as_bytes(),
+                },
+            )
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+
     fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
         // HMAC accepts keys of any length, so new_from_slice cannot fail.
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.mac_key) else {
+        let Ok(mut m) = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key) else {
             return Vec::new();
         };
         for p in parts {
@@ -205,7 +264,7 @@ impl Db {
     }
 
     fn verify_mac(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.mac_key) else {
+        let Ok(mut m) = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key) else {
             return false;
         };
         for p in parts {
@@ -348,7 +407,7 @@ impl Db {
         )
         .bind(&row.product_id)
         .bind(&row.kind)
-        .bind(&row.content)
+        .bind(self.seal_content(&row.product_id, &row.content))
         .bind(&row.sha256)
         .bind(ms(row.imported_at))
         .bind(verdict)
@@ -409,10 +468,16 @@ impl Db {
                         .unwrap_or_default(),
                 })
             };
+            let product_id: String = r.try_get("product_id").map_err(get)?;
+            let stored: String = r.try_get("content").map_err(get)?;
+            let content = self.open_content(&product_id, &stored).unwrap_or_else(|| {
+                tracing::warn!(product_id = %product_id, "a stored License does not open with this state key; it will be refused");
+                String::new()
+            });
             out.push(LicenseRow {
-                product_id: r.try_get("product_id").map_err(get)?,
+                product_id,
                 kind: r.try_get("kind").map_err(get)?,
-                content: r.try_get("content").map_err(get)?,
+                content,
                 sha256: r.try_get("sha256").map_err(get)?,
                 imported_at: from_ms(r.try_get("imported_at").map_err(get)?),
                 facts,
@@ -431,6 +496,83 @@ impl Db {
                 .to_vec(),
             opt_ms(t.tampered_at).unwrap_or(-1).to_be_bytes().to_vec(),
         ]
+    }
+
+    fn lease_mac_parts(l: &Lease) -> [Vec<u8>; 6] {
+        [
+            b"lease.v1".to_vec(),
+            l.id.as_bytes().to_vec(),
+            l.holder.as_bytes().to_vec(),
+            l.product_id.as_bytes().to_vec(),
+            l.feature.as_bytes().to_vec(),
+            ms(l.expires_at).to_be_bytes().to_vec(),
+        ]
+    }
+
+    /// Replaces the stored leases with `leases`, in one transaction.
+    ///
+    /// # Errors
+    /// When the write fails (the previous set stays).
+    pub async fn put_leases(&self, leases: &[Lease]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await.map_err(sql("lease write"))?;
+        sqlx::query("DELETE FROM leases")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("lease write"))?;
+        for l in leases {
+            let parts = Self::lease_mac_parts(l);
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            sqlx::query(
+                "INSERT INTO leases (lease_id, holder, product_id, feature, expires_at, mac) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&l.id)
+            .bind(&l.holder)
+            .bind(&l.product_id)
+            .bind(&l.feature)
+            .bind(ms(l.expires_at))
+            .bind(self.mac(&refs))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("lease write"))?;
+        }
+        tx.commit().await.map_err(sql("lease write"))
+    }
+
+    /// The stored leases whose MAC verifies (others are dropped: a lease grants a seat).
+    ///
+    /// # Errors
+    /// When the read fails.
+    pub async fn leases(&self) -> Result<Vec<Lease>, DbError> {
+        let rows = sqlx::query(
+            "SELECT lease_id, holder, product_id, feature, expires_at, mac FROM leases",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("lease read"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let get = |e| DbError::Sql {
+                op: "lease read",
+                source: e,
+            };
+            let lease = Lease {
+                id: r.try_get("lease_id").map_err(get)?,
+                holder: r.try_get("holder").map_err(get)?,
+                product_id: r.try_get("product_id").map_err(get)?,
+                feature: r.try_get("feature").map_err(get)?,
+                expires_at: from_ms(r.try_get("expires_at").map_err(get)?),
+            };
+            let tag: Vec<u8> = r.try_get("mac").map_err(get)?;
+            let parts = Self::lease_mac_parts(&lease);
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            if self.verify_mac(&refs, &tag) {
+                out.push(lease);
+            } else {
+                tracing::warn!(product_id = %lease.product_id, "a stored lease failed its integrity check; dropped");
+            }
+        }
+        Ok(out)
     }
 
     /// Stores the trusted-time record.
@@ -670,6 +812,67 @@ mod tests {
         let rows = db.codes().await.unwrap();
         assert!(!rows[0].integrity_ok);
         assert!(rows[1].integrity_ok);
+    }
+
+    #[tokio::test]
+    async fn leases_round_trip_and_forged_ones_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db"), Zeroizing::new(vec![5; 32]))
+            .await
+            .unwrap();
+        let lease = |id: &str| Lease {
+            id: id.into(),
+            holder: "session-1".into(),
+            product_id: "p".into(),
+            feature: "solver".into(),
+            expires_at: t(900),
+        };
+        db.put_leases(&[lease("a"), lease("b")]).await.unwrap();
+        db.put_leases(&[lease("b"), lease("c")]).await.unwrap();
+        let mut ids: Vec<String> = db.leases().await.unwrap().into_iter().map(|l| l.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["b", "c"]);
+        sqlx::query("UPDATE leases SET expires_at = expires_at + 3600000 WHERE lease_id = 'c'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let kept = db.leases().await.unwrap();
+        assert_eq!(kept, vec![lease("b")]);
+    }
+
+    #[tokio::test]
+    async fn license_content_is_sealed_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db"), Zeroizing::new(vec![3; 32]))
+            .await
+            .unwrap();
+        let row = LicenseRow {
+            product_id: "p".into(),
+            kind: "string".into(),
+            content: "CANARY-LICENSE-BODY-0123456789".into(),
+            sha256: "ab".into(),
+            imported_at: t(0),
+            facts: LicenseFacts::Refused(Refusal {
+                reason: StateReason::SignatureInvalid,
+                message: "m".into(),
+            }),
+        };
+        db.put_license(&row).await.unwrap();
+        assert_eq!(db.licenses().await.unwrap()[0].content, row.content);
+        let stored: String = sqlx::query_scalar("SELECT content FROM licenses")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(stored.starts_with(SEALED_PREFIX), "{stored}");
+        assert!(!stored.contains("CANARY"));
+        // moved under another product id, it no longer opens
+        assert_eq!(db.open_content("q", &stored), None);
+        // another state key cannot open it
+        db.close().await;
+        let other = Db::open(&dir.path().join("a.db"), Zeroizing::new(vec![4; 32]))
+            .await
+            .unwrap();
+        assert_eq!(other.licenses().await.unwrap()[0].content, "");
     }
 
     #[tokio::test]

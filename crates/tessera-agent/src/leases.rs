@@ -1,7 +1,8 @@
 //! Leases: seats of a feature granted to a session until an expiry, renewed while connected.
 //!
-//! The table is in memory: a lease is short (15 min by default) and exists so that an
-//! application outlives an agent restart; after one, the SDK checks out again.
+//! The table lives in memory and is written to the database at most once a second and at
+//! shutdown (`Core::persist_leases`), so a session the SDK resumes after an agent restart keeps
+//! its leases; a crash loses at most the last second of lease changes.
 
 use std::collections::HashMap;
 
@@ -148,6 +149,20 @@ impl LeaseTable {
         for l in self.leases.values_mut().filter(|l| l.holder == from) {
             l.holder = to.to_owned();
         }
+    }
+
+    /// Puts back a lease loaded from the database (its seat counts again).
+    pub fn restore(&mut self, lease: Lease) {
+        let key = (lease.product_id.clone(), lease.feature.clone());
+        if let Some(old) = self.leases.insert(lease.id.clone(), lease) {
+            self.forget(&old);
+        }
+        *self.in_use.entry(key).or_insert(0) += 1;
+    }
+
+    /// Every lease held.
+    pub fn all(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
     }
 
     /// The lease `lease_id`, if held.

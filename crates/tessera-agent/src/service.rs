@@ -156,6 +156,7 @@ impl SessionHandler for Agent {
                 st.leases
                     .release(&session.session_id.to_string(), &lease_id.0)
                     .map_err(|e| err(ErrorCode::NotFound, e.to_string()))?;
+                self.core.leases_changed.notify_one();
                 Ok(Reply::Ack)
             }
             Call::Fingerprint => Ok(Reply::Fingerprint(FingerprintInfo {
@@ -581,6 +582,7 @@ impl Agent {
                 policy.lease(),
             )
             .map_err(|e| err(ErrorCode::NoSeat, e.to_string()))?;
+        self.core.leases_changed.notify_one();
         Ok(Lease {
             lease_id: LeaseId(lease.id),
             product_id: lease.product_id,
@@ -617,6 +619,7 @@ impl Agent {
             .leases
             .renew(&session.session_id.to_string(), &lease_id.0, now, length)
             .map_err(|e| err(ErrorCode::NotFound, e.to_string()))?;
+        self.core.leases_changed.notify_one();
         let today = day_of(now);
         st.used_on.insert(pid, today);
         Ok(Lease {

@@ -507,7 +507,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
                 describe(product(world, PRODUCT_CODE).as_ref())
             ))
         })?;
-    let marketplace = sim.code(&code).map(|c| c.state);
+    let marketplace = sim
+        .code(&code)
+        .map_or_else(|| "no record of it".to_owned(), |c| format!("{:?}", c.state));
     let refused = match cad.checkout("modeler").await {
         Ok(lease) => {
             let _ = cad.release(lease).await;
@@ -519,7 +521,7 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
         s.number,
         s.title,
         &format!(
-            "Expiry: clock +30 days, past the code's end → KooGallery has it {marketplace:?}; \
+            "Expiry: clock +30 days, past the code's end → KooGallery has it {marketplace}; \
              agent: Blocked ({:?}); new checkout refused ({refused:?})",
             state.reason
         ),
@@ -545,6 +547,7 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
     for id in &renewed.callback_ids {
         isv_answers.push(callback_result(&sim, *id).await.map_err(|e| s.fail(e))?);
     }
+    let before = sim.code(&code).map_or(0, |c| c.heartbeats);
     world.clock.advance(Duration::minutes(5));
     // The app tries again: that use is what makes the agent re-check a blocked code.
     if let Ok(lease) = cad.checkout("modeler").await {
@@ -566,6 +569,10 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
     cad.release(lease)
         .await
         .map_err(|e| s.fail(format!("release failed: {e}")))?;
+    let after = sim.code(&code).map_or(0, |c| c.heartbeats);
+    s.ensure(after > before, || {
+        "the agent became Active without asking KooGallery".to_owned()
+    })?;
     narrator.step(
         s.number,
         s.title,

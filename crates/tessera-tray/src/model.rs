@@ -193,10 +193,11 @@ impl AppState {
         }
     }
 
-    /// The tooltip: a title line, then one line per product with its state and date.
+    /// The tooltip: the overall status, then one line per product with its state and date.
+    /// (Hosts show the item's title, "Tessera", beside it.)
     #[must_use]
     pub fn tooltip(&self) -> String {
-        let mut out = format!("Tessera: {}", self.status().label());
+        let mut out = self.status().label().to_owned();
         match &self.agent {
             AgentLink::Unreachable { reason } => {
                 out.push('\n');
@@ -551,7 +552,7 @@ mod tests {
             );
         }
         assert_eq!(menu.labels().last(), Some(&"Quit tray"));
-        assert!(s.tooltip().starts_with("Tessera: Agent not running\n"));
+        assert!(s.tooltip().starts_with("Agent not running\n"));
     }
 
     #[test]
@@ -615,7 +616,7 @@ mod tests {
         assert_eq!(s.product_line(&perpetual), "p CAD: active, perpetual");
         let tip = s.tooltip();
         assert_eq!(tip.lines().count(), 4, "{tip}");
-        assert!(tip.starts_with("Tessera: Blocked\nb: blocked"), "{tip}");
+        assert!(tip.starts_with("Blocked\nb: blocked"), "{tip}");
         let labels = s.menu().labels().join("|");
         assert!(
             labels.starts_with("b: blocked, frozen on KooGallery (overdue payment)|g CAD: grace"),

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::Arc;
 
 use koogallery_sim::{
@@ -26,6 +28,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub paths: Paths,
     pub settings: Settings,
+    /// One store for every agent this env starts, as the OS keyring would be.
+    pub secrets: Secrets,
     pub agent: Option<AgentHandle>,
 }
 
@@ -71,6 +75,10 @@ pub async fn env(policy: &str) -> Env {
         dir,
         paths,
         settings,
+        secrets: Secrets::with_store(
+            keyring_core::mock::Store::new().unwrap(),
+            StoreKind::Memory,
+        ),
         agent: None,
     };
     env.agent = Some(env.start_agent().await);
@@ -82,10 +90,7 @@ impl Env {
         let mut options = AgentOptions::new(self.paths.clone(), self.clock.shared());
         options.settings = Some(self.settings.clone());
         options.scheduling = Scheduling::Manual;
-        options.secrets = Some(Secrets::with_store(
-            keyring_core::mock::Store::new().unwrap(),
-            StoreKind::Memory,
-        ));
+        options.secrets = Some(self.secrets.clone());
         options.identity = Some(tessera_fingerprint::collect_local());
         options.credentials = Some((
             DEFAULT_ACCESS_KEY.to_owned(),
@@ -114,6 +119,15 @@ impl Env {
     }
 
     pub async fn client(&self, product: &str) -> IpcClient {
+        self.client_with(product, false).await
+    }
+
+    /// A client that reconnects (and resumes its session) when the agent goes away.
+    pub async fn reconnecting_client(&self, product: &str) -> IpcClient {
+        self.client_with(product, true).await
+    }
+
+    async fn client_with(&self, product: &str, reconnect: bool) -> IpcClient {
         let app = AppInfo {
             product_id: product.to_owned(),
             name: "test-app".to_owned(),
@@ -121,7 +135,9 @@ impl Env {
             pid: std::process::id(),
         };
         let mut config = ClientConfig::new(Endpoint::at(self.paths.socket.clone()), app);
-        config.reconnect = None;
+        if !reconnect {
+            config.reconnect = None;
+        }
         IpcClient::connect(config).await.unwrap()
     }
 
