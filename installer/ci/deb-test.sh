@@ -114,7 +114,7 @@ done
 # One user's session: home, runtime dir, config pointing at the emulator.
 export HOME=$WORK/home XDG_RUNTIME_DIR=$WORK/run
 unset XDG_CONFIG_HOME XDG_STATE_HOME TESSERA_CONFIG_DIR TESSERA_STATE_DIR TESSERA_SOCKET TESSERA_SYSTEM_PRODUCTS_DIR
-mkdir -p "$HOME/.config/tessera" && mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
+mkdir -p "$HOME/.config/tessera" && mkdir -p "$XDG_RUNTIME_DIR" && chmod 0700 "$XDG_RUNTIME_DIR"
 port=$(( 20000 + RANDOM % 20000 ))
 "$SIM" serve --primary "127.0.0.1:$port" --fallback "127.0.0.1:$((port + 1))" \
   --state-dir "$WORK/sim" > "$OUT/sim.log" 2>&1 & pids+=($!)
@@ -137,7 +137,7 @@ models = ["authorization_code"]
 EOF
 printf 'SIMTESTAK0000000000\nsim-test-secret-key-do-not-use-in-production\n' |
   /usr/bin/tessera-agent import-credentials > "$OUT/credentials.log" 2>&1 || fail "import-credentials failed"
-/usr/bin/tessera-agent run > "$OUT/agent.log" 2>&1 & agent=$!; pids+=($agent)
+/usr/bin/tessera-agent run > "$OUT/agent.log" 2>&1 & agent=$!; pids+=("$agent")
 for _ in $(seq 1 80); do [ -S "$XDG_RUNTIME_DIR/tessera/agent.sock" ] && break; sleep 0.25; done
 [ -S "$XDG_RUNTIME_DIR/tessera/agent.sock" ] || fail "the installed agent did not open its socket"
 
@@ -182,5 +182,28 @@ while read -r f; do
   if [ -f "$f" ] || [ -L "$f" ]; then fail "$f is left after purge"; fi
 done < "$OUT/files.txt"
 [ -f "$HOME/.local/state/tessera/agent.db" ] || fail "purging the package deleted the user's state"
+
+if [ -z "${TESSERA_DEB:-}" ]; then
+  step "6. KooGallery tarball: install, install over, uninstall (into a scratch root)"
+  "$ROOT/installer/linux/build-tarball.sh" "$OUT/deb" > "$OUT/build-tarball.log" 2>&1 ||
+    { cat "$OUT/build-tarball.log" >&2; fail "tessera.tar.gz did not build"; }
+  mkdir -p "$WORK/tar" "$WORK/root"
+  tar -C "$WORK/tar" -xzf "$OUT/deb/tessera.tar.gz"
+  for s in install.sh uninstall.sh upgrade.sh; do
+    [ -x "$WORK/tar/tessera/$s" ] || fail "tessera.tar.gz lacks the lifecycle script $s"
+  done
+  TESSERA_ROOT="$WORK/root" "$WORK/tar/tessera/install.sh" > "$OUT/tarball.log" 2>&1 || fail "install.sh failed"
+  TESSERA_ROOT="$WORK/root" "$WORK/tar/tessera/upgrade.sh" >> "$OUT/tarball.log" 2>&1 || fail "upgrade.sh failed"
+  got=$("$WORK/root/usr/local/bin/tessera" --version)
+  [ "$got" = "tessera $upstream" ] || fail "the tarball's tessera says '$got'"
+  grep -q "^ExecStart=/usr/local/bin/tessera-agent run$" "$WORK/root/etc/systemd/user/tessera-agent.service" ||
+    fail "the tarball's unit does not run the agent from /usr/local"
+  TESSERA_ROOT="$WORK/root" PURGE=1 "$WORK/root/usr/local/share/tessera/uninstall.sh" >> "$OUT/tarball.log" 2>&1 ||
+    fail "uninstall.sh failed"
+  TESSERA_ROOT="$WORK/root" PURGE=1 "$WORK/tar/tessera/uninstall.sh" >> "$OUT/tarball.log" 2>&1 ||
+    fail "uninstall.sh is not idempotent"
+  left=$(find "$WORK/root" -type f -o -type l)
+  [ -z "$left" ] || fail "left after uninstall.sh: $left"
+fi
 
 step "deb test passed"

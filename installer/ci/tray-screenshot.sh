@@ -120,7 +120,7 @@ EOF
     "fallback_url = \"https://127.0.0.1:$((port + 1))\"" "ca_file = \"$WORK/sim/ca.pem\"" \
     'trust_server_time = false' '[secrets]' 'store = "file"' > "$TESSERA_CONFIG_DIR/tessera.toml"
 
-  "$BIN/tessera-tray" --no-notifications > "$OUT/tray.log" 2>&1 & pids+=($!)
+  "$BIN/tessera-tray" --no-notifications > "$OUT/tray.log" 2>&1 & tray=$!; pids+=("$tray")
   wait_registered
 
   # 1. no agent: grey icon, "Start agent" offered
@@ -135,7 +135,7 @@ EOF
   # 2. sandbox agent with a product and no code: blocked
   printf 'SIMTESTAK0000000000\nsim-test-secret-key-do-not-use-in-production\n' |
     "$BIN/tessera-agent" import-credentials > "$OUT/credentials.log" 2>&1 || fail "import-credentials failed"
-  "$BIN/tessera-agent" run > "$OUT/agent.log" 2>&1 & agent=$!; pids+=($agent)
+  "$BIN/tessera-agent" run > "$OUT/agent.log" 2>&1 & agent=$!; pids+=("$agent")
   shoot 2-blocked "$VERMILLION"
   [ "$(count_colour "$OUT/2-blocked.png" "$GREY")" -lt "$MIN_PIXELS" ] ||
     fail "2-blocked: the grey icon is still shown"
@@ -164,7 +164,7 @@ EOF
   # 4. the agent restarts: the tray shows it gone, then reconnects on its own
   kill "$agent"; wait "$agent" 2>/dev/null || true
   shoot 4-agent-stopped "$GREY"
-  "$BIN/tessera-agent" run >> "$OUT/agent.log" 2>&1 & agent=$!; pids+=($agent)
+  "$BIN/tessera-agent" run >> "$OUT/agent.log" 2>&1 & agent=$!; pids+=("$agent")
   shoot 4-agent-restarted "$VERMILLION"
 
   # 5. a code bought on the (emulated) marketplace and activated: Active
@@ -181,6 +181,19 @@ EOF
     fail "5-active: the blocked icon is still shown"
   expect_menu 5-active "FooCAD 2026: active until " "Check for updates" "Quit tray"
   if grep -qF "$code" "$OUT"/*.log "$OUT"/*-layout.txt; then fail "the authorization code leaked into a log"; fi
+
+  # 6. a click delivered through the dbusmenu, as a host sends it: "Quit tray" ends the tray
+  quit_id=$(menu_labels | grep -o "([0-9]*, {'label': <'Quit tray'" | grep -o '^([0-9]*' | tr -d '(')
+  [ -n "$quit_id" ] || fail "no Quit tray item id"
+  item=$(gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+    --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher RegisteredStatusNotifierItems |
+    grep -o "org.kde.StatusNotifierItem-[0-9]*-[0-9]*" | head -n1)
+  gdbus call --session --dest "$item" --object-path /MenuBar --method com.canonical.dbusmenu.Event \
+    -- "$quit_id" clicked '<"">' 0 > /dev/null 2>&1 || true  # the tray may be gone before it replies
+  for _ in $(seq 1 40); do kill -0 "$tray" 2>/dev/null || break; sleep 0.25; done
+  if kill -0 "$tray" 2>/dev/null; then fail "the tray did not quit from its menu"; fi
+  wait "$tray" || fail "the tray exited with an error after Quit"
+  echo "6-quit: the tray quit from its menu"
   echo "tray screenshot test passed"
   exit 0
 fi
@@ -212,7 +225,7 @@ for _ in $(seq 1 40); do [ -e "/tmp/.X11-unix/X$display" ] && break; sleep 0.25;
 export DISPLAY=":$display"
 # XDG_RUNTIME_DIR for the session's own files; the agent's socket is set explicitly inside.
 export XDG_RUNTIME_DIR="$WORK/run"
-mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 0700 "$XDG_RUNTIME_DIR"
 
 status=0
 timeout 150 dbus-run-session -- "$0" --inside-session "$OUT" "$BIN" "$WORK" "$SIM" || status=$?

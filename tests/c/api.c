@@ -170,8 +170,6 @@ static void test_every_call(void) {
   EXPECT_RESULT(tessera_client_set_log_callback(c, on_log, NULL, count_finalize, TESSERA_LOG_INFO),
                 TESSERA_OK);
   EXPECT_RESULT(tessera_client_connect(c, 5000), TESSERA_OK);
-  EXPECT_RESULT(tessera_client_state(c, &state), TESSERA_OK);
-  fprintf(stderr, "DEBUG link=%u state=%u\n", (unsigned)state.link, (unsigned)state.state);
   EXPECT_RESULT(tessera_client_connect(c, 0), TESSERA_OK); /* idempotent */
   WAIT_UNTIL(atomic_load(&log_lines) > 0);
 

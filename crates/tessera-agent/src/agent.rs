@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use koogallery::apig::Credentials;
-use tessera_fingerprint::DeviceIdentity;
+use tessera_fingerprint::{DeviceIdentity, IdentityCache};
 use tessera_ipc::{Endpoint, EndpointError, IpcServer, ProbeOutcome, ServerConfig};
 use tessera_types::events::Event;
 use tessera_types::{SharedClock, Snapshot};
@@ -40,6 +40,12 @@ pub mod secret_names {
     /// Prefix of authorization code entries (`code:<product id>`).
     pub const CODE_PREFIX: &str = "code:";
 }
+
+/// How often the device identity is collected again.
+pub const IDENTITY_RECHECK: time::Duration = time::Duration::days(1);
+
+/// Collects the device identity (blocking).
+pub type IdentityCollector = Arc<dyn Fn() -> DeviceIdentity + Send + Sync>;
 
 /// Least time between two lease-table writes.
 pub const LEASE_WRITE_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
@@ -72,6 +78,9 @@ pub struct AgentOptions {
     pub market: Option<Arc<dyn Marketplace>>,
     /// The device identity; `None` collects the local one.
     pub identity: Option<DeviceIdentity>,
+    /// Collects the device identity again for the daily re-check; `None` uses the local
+    /// platform sources (or, when `identity` is given, keeps that one). Tests give a fixture.
+    pub identity_collector: Option<IdentityCollector>,
     /// Marketplace AK/SK to store in the secrets store at start.
     pub credentials: Option<(String, Zeroizing<String>)>,
     /// Delivery-channel buyer token to store at start.
@@ -104,6 +113,7 @@ impl AgentOptions {
             secrets: None,
             market: None,
             identity: None,
+            identity_collector: None,
             credentials: None,
             delivery_token: None,
             log_control: None,
@@ -172,7 +182,8 @@ pub struct AgentStatus {
 pub struct Agent {
     pub(crate) core: Core,
     pub(crate) paths: Paths,
-    pub(crate) identity: Arc<DeviceIdentity>,
+    identity: std::sync::RwLock<Arc<DeviceIdentity>>,
+    identity_cache: Arc<IdentityCache>,
     pub(crate) verifiers: Verifiers,
     pub(crate) http: reqwest::Client,
     pub(crate) log_control: Option<LogControl>,
@@ -253,6 +264,7 @@ impl Agent {
             secrets,
             market,
             identity,
+            identity_collector,
             credentials,
             delivery_token,
             log_control,
@@ -276,10 +288,28 @@ impl Agent {
             Some(s) => s,
             None => Settings::load(&paths.config_file())?,
         };
-        let identity = Arc::new(match identity {
-            Some(i) => i,
-            None => blocking(tessera_fingerprint::collect_local).await?,
-        });
+        let collector: IdentityCollector = match (identity_collector, &identity) {
+            (Some(c), _) => c,
+            (None, Some(fixed)) => {
+                let fixed = fixed.clone();
+                Arc::new(move || fixed.clone())
+            }
+            (None, None) => Arc::new(tessera_fingerprint::collect_local),
+        };
+        let identity_cache = {
+            let c = collector.clone();
+            Arc::new(IdentityCache::with_collector(
+                move || c(),
+                clock.clone(),
+                IDENTITY_RECHECK,
+            ))
+        };
+        // The cache's day starts now, with the identity in use.
+        let collected = {
+            let cache = identity_cache.clone();
+            blocking(move || cache.refresh()).await?
+        };
+        let identity = identity.map_or(collected, Arc::new);
         let secrets = match secrets {
             Some(s) => s,
             None => {
@@ -447,7 +477,8 @@ impl Agent {
                 usage_id,
             },
             paths,
-            identity,
+            identity: std::sync::RwLock::new(identity),
+            identity_cache,
             verifiers,
             http,
             log_control,
@@ -469,7 +500,11 @@ impl Agent {
         }
         agent.core.recompute();
 
-        let server = IpcServer::bind(&endpoint, ServerConfig::default())
+        let server_config = ServerConfig {
+            max_connections_per_user: agent.core.settings.ipc.max_connections,
+            ..ServerConfig::default()
+        };
+        let server = IpcServer::bind(&endpoint, server_config)
             .await
             .map_err(|e| match e {
                 EndpointError::AlreadyRunning(p) => StartError::AlreadyRunning(p),
@@ -508,9 +543,42 @@ impl Agent {
         }
     }
 
+    /// The device identity in use.
+    pub(crate) fn identity(&self) -> Arc<DeviceIdentity> {
+        self.identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Once a day (by the agent's clock) collects the identity again; when the fingerprint or
+    /// the hardware id changed, takes the new one and re-verifies every License against it.
+    pub(crate) async fn recheck_identity(&self) {
+        let cache = self.identity_cache.clone();
+        let Ok(fresh) = tokio::task::spawn_blocking(move || cache.get()).await else {
+            tracing::error!("the identity re-check task failed");
+            return;
+        };
+        let current = self.identity();
+        if Arc::ptr_eq(&fresh, &current)
+            || (fresh.fingerprint == current.fingerprint
+                && fresh.hardware_id == current.hardware_id)
+        {
+            return;
+        }
+        tracing::warn!("the device identity changed; re-verifying Licenses");
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        self.reverify_licenses().await;
+        self.core.recompute();
+    }
+
     /// Sleeps until the next due pass or an early wake, forever.
     async fn run_scheduler(&self) {
         loop {
+            self.recheck_identity().await;
             let next = self.core.pass().await;
             let wait = {
                 let st = self.core.lock();
@@ -587,8 +655,10 @@ impl AgentHandle {
         &self.agent.paths.socket
     }
 
-    /// Runs one scheduler pass now (heartbeats due, usage reports, lease expiry, state).
+    /// Runs one scheduler pass now (identity re-check when a day old, heartbeats due, usage
+    /// reports, lease expiry, state).
     pub async fn tick(&self) {
+        self.agent.recheck_identity().await;
         self.agent.core.pass().await;
     }
 

@@ -13,6 +13,9 @@
 //!
 //! [log]
 //! filter = "info"           # tracing env-filter directive; changeable over IPC
+//!
+//! [ipc]
+//! max_connections = 1024    # open connections allowed per user (each app holds one)
 //! ```
 //!
 //! Every key is optional. A malformed file is an error at start (the agent cannot guess the
@@ -86,6 +89,23 @@ impl Default for LogSettings {
     }
 }
 
+/// IPC settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpcSettings {
+    /// Open connections allowed per user: a bound on file descriptors and memory a runaway
+    /// process can take, high enough for every application of a busy workstation.
+    pub max_connections: usize,
+}
+
+impl Default for IpcSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +116,8 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[ipc]`.
+    pub ipc: IpcSettings,
 }
 
 /// `tessera.toml` is unusable.
@@ -155,6 +177,9 @@ impl Settings {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(format!("{url:?} is not an http(s) URL")));
             }
+        }
+        if !(1..=65_536).contains(&s.ipc.max_connections) {
+            return Err(invalid("ipc.max_connections must be 1..=65536".to_owned()));
         }
         if s.marketplace
             .usage_id

@@ -829,7 +829,13 @@ mod tests {
         };
         db.put_leases(&[lease("a"), lease("b")]).await.unwrap();
         db.put_leases(&[lease("b"), lease("c")]).await.unwrap();
-        let mut ids: Vec<String> = db.leases().await.unwrap().into_iter().map(|l| l.id).collect();
+        let mut ids: Vec<String> = db
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
         ids.sort();
         assert_eq!(ids, ["b", "c"]);
         sqlx::query("UPDATE leases SET expires_at = expires_at + 3600000 WHERE lease_id = 'c'")

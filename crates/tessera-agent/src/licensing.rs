@@ -130,7 +130,8 @@ impl Agent {
             ));
         }
         let now = self.trusted_now();
-        let ctx = VerifyContext::new(&pid, now, &*self.identity);
+        let identity = self.identity();
+        let ctx = VerifyContext::new(&pid, now, &*identity);
         let license = &signed.license;
         let verified = LicenseFacts::Verified {
             not_before: license.not_before,

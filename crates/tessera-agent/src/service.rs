@@ -159,16 +159,13 @@ impl SessionHandler for Agent {
                 self.core.leases_changed.notify_one();
                 Ok(Reply::Ack)
             }
-            Call::Fingerprint => Ok(Reply::Fingerprint(FingerprintInfo {
-                koogallery: self.identity.fingerprint.as_str().to_owned(),
-                short_form: Some(
-                    self.identity
-                        .fingerprint
-                        .to_request_form()
-                        .as_str()
-                        .to_owned(),
-                ),
-                hardware_id: Some(self.identity.hardware_id.summary()),
+            Call::Fingerprint => Ok(Reply::Fingerprint({
+                let identity = self.identity();
+                FingerprintInfo {
+                    koogallery: identity.fingerprint.as_str().to_owned(),
+                    short_form: Some(identity.fingerprint.to_request_form().as_str().to_owned()),
+                    hardware_id: Some(identity.hardware_id.summary()),
+                }
             })),
             Call::SetLogLevel { filter } => match &self.log_control {
                 Some(control) => {
@@ -451,7 +448,10 @@ impl Agent {
         code: &Zeroizing<String>,
     ) -> Result<(CodeInfo, Option<OffsetDateTime>), RemoteError> {
         let codes = Zeroizing::new(vec![code.to_string()]);
-        let a = market.heartbeat(&codes).await.map_err(|e| market_error(&e))?;
+        let a = market
+            .heartbeat(&codes)
+            .await
+            .map_err(|e| market_error(&e))?;
         match a.value.into_iter().next() {
             Some(Ok(info)) => Ok((info, a.server_date)),
             _ => Err(err(

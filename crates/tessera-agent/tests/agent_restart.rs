@@ -91,5 +91,8 @@ async fn agent_info_reports_the_agent_itself() {
     let app = env.client(PRODUCT).await;
     let info = app.agent_info().await.unwrap();
     assert_eq!(info.descriptor_problems.len(), 1, "{info:?}");
-    assert!(info.descriptor_problems[0].contains("broken.toml"), "{info:?}");
+    assert!(
+        info.descriptor_problems[0].contains("broken.toml"),
+        "{info:?}"
+    );
 }

@@ -245,3 +245,80 @@ async fn upgrade_notice_true_then_false_and_update_on_accept() {
         Event::UpgradeNotice { available: false }
     );
 }
+
+#[tokio::test]
+async fn a_changed_device_identity_is_noticed_within_a_day() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tessera_fingerprint::{HardwareId, HardwareIdSalt, KooGalleryFingerprint};
+
+    let mut env = env("").await;
+    std::fs::write(
+        env.paths.user_products_dir().join("solver.toml"),
+        descriptor(&env.sim, "1.0"),
+    )
+    .unwrap();
+    let local = tessera_fingerprint::collect_local();
+    let mut moved = local.clone();
+    moved.fingerprint =
+        KooGalleryFingerprint::from_values(&["AA:BB:CC:DD:EE:01"], &["OTHERDISK"], "BOARD", "CPU");
+    moved.hardware_id =
+        HardwareId::from_override("another-device", &HardwareIdSalt::new(b"salt".to_vec()));
+    let swapped = Arc::new(AtomicBool::new(false));
+    let collections = Arc::new(AtomicUsize::new(0));
+    {
+        let (swapped, collections) = (swapped.clone(), collections.clone());
+        env.identity_collector = Some(Arc::new(move || {
+            collections.fetch_add(1, Ordering::SeqCst);
+            if swapped.load(Ordering::SeqCst) {
+                moved.clone()
+            } else {
+                local.clone()
+            }
+        }));
+    }
+    env.agent.take().unwrap().shutdown("restart", true).await;
+    env.agent = Some(env.start_agent().await);
+    let started_with = collections.load(Ordering::SeqCst);
+
+    let cli = env.client("").await;
+    let key = SigningKey::from_pkcs8_pem(KEY_PRIVATE).unwrap();
+    let here = tessera_fingerprint::collect_local()
+        .fingerprint
+        .as_str()
+        .to_owned();
+    let now = env.clock.now();
+    let good = key
+        .sign_file(&license(
+            &here,
+            now - Duration::days(1),
+            now + Duration::days(30),
+        ))
+        .unwrap();
+    let ps = import(&cli, &good).await.unwrap();
+    assert_eq!(ps.state, LicenseState::Active);
+
+    // The disk is swapped; within the day the cached identity stands and nothing is collected.
+    swapped.store(true, Ordering::SeqCst);
+    env.clock.advance(Duration::hours(23));
+    env.agent().tick().await;
+    assert_eq!(collections.load(Ordering::SeqCst), started_with);
+    let state = |env: &common::Env| env.agent().snapshot().product(PRODUCT_B).cloned().unwrap();
+    assert_eq!(state(&env).state, LicenseState::Active);
+
+    // A day after the last collection the identity is read again and the License re-verified.
+    env.clock.advance(Duration::hours(1));
+    env.agent().tick().await;
+    assert_eq!(collections.load(Ordering::SeqCst), started_with + 1);
+    let ps = state(&env);
+    assert_eq!(
+        (ps.state, ps.reason),
+        (LicenseState::Blocked, StateReason::BindingMismatch),
+        "{ps:?}"
+    );
+    // the fingerprint the agent reports is the new one
+    let Reply::Fingerprint(f) = cli.call(Call::Fingerprint).await.unwrap() else {
+        panic!("no fingerprint reply");
+    };
+    assert!(f.koogallery.contains("OTHERDISK"), "{f:?}");
+}

@@ -16,9 +16,8 @@ const TEST_NAME: &str = "secret_service_store_sets_gets_and_deletes";
 const DONE: &str = "secret-service round trip verified";
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// The check itself, inside the D-Bus session with the keyring unlocked.
@@ -29,7 +28,12 @@ fn round_trip() {
     let choice = Settings::default().secrets.store;
     assert_eq!(choice, StoreChoice::Auto);
     let secrets = Secrets::open(choice, &file, b"identity").unwrap();
-    assert_eq!(secrets.kind(), StoreKind::SecretService, "{:?}", secrets.note());
+    assert_eq!(
+        secrets.kind(),
+        StoreKind::SecretService,
+        "{:?}",
+        secrets.note()
+    );
     assert_eq!(secrets.note(), None);
 
     let name = format!("test-{}", std::process::id());
@@ -54,7 +58,10 @@ fn round_trip() {
     secrets.delete(&name).unwrap();
     assert_eq!(again.get(&name).unwrap(), None);
     secrets.delete("state-key").unwrap();
-    assert!(!file.exists(), "the keyring store must not write the secrets file");
+    assert!(
+        !file.exists(),
+        "the keyring store must not write the secrets file"
+    );
     println!("{DONE}");
 }
 

@@ -263,8 +263,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_out_of_logs_and_the_database() {
-    const KEY_PRIVATE: &str =
-        include_str!("../../tessera-license/tests/keys/test-isv-a.pkcs8.pem");
+    const KEY_PRIVATE: &str = include_str!("../../tessera-license/tests/keys/test-isv-a.pkcs8.pem");
     const KEY_PUBLIC: &str = include_str!("../../tessera-license/tests/keys/test-isv-a.spki.pem");
     const TOKEN: &str = "CANARY-DELIVERY-TOKEN-5e1f9b";
     let dir = tempfile::tempdir().unwrap();
@@ -371,13 +370,19 @@ async fn secrets_stay_out_of_logs_and_the_database() {
     canaries.extend(body_lines.iter().map(|l| ("License body", *l)));
     let files = all_bytes_under(&agent.state_dir);
     assert!(files.iter().any(|(p, _)| p.contains("logs")), "no log file");
-    assert!(files.iter().any(|(p, _)| p.ends_with("agent.db")), "no database");
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("agent.db")),
+        "no database"
+    );
     let logged: usize = files
         .iter()
         .filter(|(p, _)| p.contains("logs"))
         .map(|(_, b)| b.len())
         .sum();
-    assert!(logged > 1000, "the log is too short to mean anything: {logged} bytes");
+    assert!(
+        logged > 1000,
+        "the log is too short to mean anything: {logged} bytes"
+    );
     for (path, bytes) in &files {
         for (what, canary) in &canaries {
             assert!(!contains(bytes, canary), "the {what} is in clear in {path}");

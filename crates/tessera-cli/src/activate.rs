@@ -34,15 +34,22 @@ pub fn run(args: &ActivateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         std::io::stdin()
             .take(1024)
             .read_to_string(&mut text)
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot read the code from standard input: {e}")))?;
+            .map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot read the code from standard input: {e}"),
+                )
+            })?;
         Zeroizing::new(text.trim().to_owned())
     } else {
         Zeroizing::new(args.code.trim().to_owned())
     };
     if code.is_empty() {
-        return Err(Failure::new(exit::REFUSED, "the authorization code is empty")
-            .hint("copy the code from KooGallery (it starts with PL)")
-            .into());
+        return Err(
+            Failure::new(exit::REFUSED, "the authorization code is empty")
+                .hint("copy the code from KooGallery (it starts with PL)")
+                .into(),
+        );
     }
     let state = runtime()?.block_on(async {
         let client = connect("").await?;

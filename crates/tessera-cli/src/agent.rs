@@ -71,18 +71,18 @@ pub(crate) const START_HINT: &str = "start the agent (`systemctl --user start te
 /// The exit code and message for an error from the agent.
 pub(crate) fn remote_failure(error: &RemoteError) -> Failure {
     let code = match error.code {
-        ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::Denied | ErrorCode::Unsupported => {
-            exit::REFUSED
-        }
+        ErrorCode::BadRequest
+        | ErrorCode::NotFound
+        | ErrorCode::Denied
+        | ErrorCode::Unsupported => exit::REFUSED,
         ErrorCode::Blocked | ErrorCode::NoSeat => exit::BLOCKED,
         ErrorCode::Unavailable | ErrorCode::Busy | ErrorCode::ShuttingDown => exit::UNAVAILABLE,
         ErrorCode::Internal | ErrorCode::Unknown => exit::FAILURE,
     };
     let failure = Failure::new(code, format!("the agent refused: {}", error.message));
     match error.code {
-        ErrorCode::Unavailable => {
-            failure.hint("retry later; `tessera doctor` checks whether the marketplace is reachable")
-        }
+        ErrorCode::Unavailable => failure
+            .hint("retry later; `tessera doctor` checks whether the marketplace is reachable"),
         ErrorCode::NotFound => failure.hint(
             "`tessera status` lists the products this agent knows; a missing one needs its \
              descriptor in products.d (see `tessera doctor`)",
@@ -112,8 +112,11 @@ pub(crate) fn client_failure(error: ClientError) -> Failure {
             format!("the agent did not answer within {after:?}"),
         )
         .hint("it may be busy or stuck: see `tessera logs`, or restart it"),
-        other => Failure::new(exit::FAILURE, format!("talking to the agent failed: {other}"))
-            .hint("see `tessera logs`; restart the agent if it keeps failing"),
+        other => Failure::new(
+            exit::FAILURE,
+            format!("talking to the agent failed: {other}"),
+        )
+        .hint("see `tessera logs`; restart the agent if it keeps failing"),
     }
 }
 
@@ -150,7 +153,12 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot start the async runtime: {e}")))
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })
 }
 
 /// The product a command is about: the one named, else the only one of `model`.
@@ -183,10 +191,11 @@ pub(crate) fn pick_product(
             "install the product's descriptor in products.d (`tessera doctor` shows where) and \
              restart the agent",
         )),
-        _ => Err(
-            Failure::new(exit::REFUSED, "several products fit; name one with --product")
-                .hint(known_products(snapshot)),
-        ),
+        _ => Err(Failure::new(
+            exit::REFUSED,
+            "several products fit; name one with --product",
+        )
+        .hint(known_products(snapshot))),
     }
 }
 

@@ -12,9 +12,8 @@ fn env_path(name: &str) -> Option<PathBuf> {
 
 /// The agent's config dir (holds `tessera.toml` and `products.d/`).
 pub(crate) fn config_dir() -> Option<PathBuf> {
-    env_path("TESSERA_CONFIG_DIR").or_else(|| {
-        directories::BaseDirs::new().map(|b| b.config_dir().join("tessera"))
-    })
+    env_path("TESSERA_CONFIG_DIR")
+        .or_else(|| directories::BaseDirs::new().map(|b| b.config_dir().join("tessera")))
 }
 
 /// The agent's state dir (database, logs, secrets file fallback).
@@ -34,7 +33,9 @@ pub(crate) fn system_products_dir() -> Option<PathBuf> {
             std::env::var_os("ProgramData")
                 .map(|p| PathBuf::from(p).join("Tessera").join("products.d"))
         } else if cfg!(target_os = "macos") {
-            Some(PathBuf::from("/Library/Application Support/Tessera/products.d"))
+            Some(PathBuf::from(
+                "/Library/Application Support/Tessera/products.d",
+            ))
         } else {
             Some(PathBuf::from("/etc/tessera/products.d"))
         }

@@ -138,9 +138,11 @@ pub fn run(args: &DoctorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     if failed > 0 {
-        return Err(Failure::new(exit::FAILURE, format!("{failed} check(s) failed"))
-            .hint("fix the items marked FAIL above, then run `tessera doctor` again")
-            .into());
+        return Err(
+            Failure::new(exit::FAILURE, format!("{failed} check(s) failed"))
+                .hint("fix the items marked FAIL above, then run `tessera doctor` again")
+                .into(),
+        );
     }
     Ok(())
 }
@@ -257,7 +259,10 @@ fn secrets_check(config: &AgentConfig) -> Check {
             "check `journalctl --user -u tessera-agent` or `tessera logs` for \"secrets store chosen\"",
         );
     }
-    Check::ok(NAME, "the OS keyring is reachable (Secret Service / native store)")
+    Check::ok(
+        NAME,
+        "the OS keyring is reachable (Secret Service / native store)",
+    )
 }
 
 fn clock_check(snapshot: Option<&Snapshot>) -> Check {
@@ -303,10 +308,12 @@ fn marketplace_check(config: &AgentConfig) -> Check {
         .base_url
         .clone()
         .unwrap_or_else(|| "https://mkt.myhuaweicloud.com".to_owned());
-    let fallback = config
-        .fallback_url
-        .clone()
-        .or_else(|| config.base_url.is_none().then(|| "https://mkt.myhuaweicloud.cn".to_owned()));
+    let fallback = config.fallback_url.clone().or_else(|| {
+        config
+            .base_url
+            .is_none()
+            .then(|| "https://mkt.myhuaweicloud.cn".to_owned())
+    });
     let source = match (&config.path, &config.base_url) {
         (_, Some(_)) => "configured".to_owned(),
         (Some(p), None) => format!("the default; {} sets no base_url", p.display()),
@@ -332,7 +339,10 @@ fn probe(url: &str) -> Result<(), String> {
         .strip_prefix("https://")
         .ok_or_else(|| "not an https:// URL".to_owned())?;
     let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let hostport = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_owned()
     } else {
         format!("{authority}:443")
@@ -410,5 +420,8 @@ fn descriptor_check(snapshot: Option<&Snapshot>) -> Check {
             );
         }
     }
-    Check::ok(NAME, format!("{} descriptor(s): {}", ids.len(), ids.join(", ")))
+    Check::ok(
+        NAME,
+        format!("{} descriptor(s): {}", ids.len(), ids.join(", ")),
+    )
 }

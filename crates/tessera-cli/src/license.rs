@@ -73,12 +73,17 @@ fn import(args: &ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .take(MAX_STDIN_LICENSE + 1)
             .read_to_string(&mut text)
             .map_err(|e| {
-                Failure::new(exit::REFUSED, format!("cannot read the License from standard input: {e}"))
+                Failure::new(
+                    exit::REFUSED,
+                    format!("cannot read the License from standard input: {e}"),
+                )
             })?;
         if text.len() as u64 > MAX_STDIN_LICENSE {
-            return Err(Failure::new(exit::REFUSED, "the input is larger than any License can be")
-                .hint("pass the file's path instead of `-`")
-                .into());
+            return Err(
+                Failure::new(exit::REFUSED, "the input is larger than any License can be")
+                    .hint("pass the file's path instead of `-`")
+                    .into(),
+            );
         }
         if text.trim().is_empty() {
             return Err(Failure::new(exit::REFUSED, "standard input holds no License").into());
@@ -91,9 +96,11 @@ fn import(args: &ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Failure::new(exit::REFUSED, format!("cannot resolve {}: {e}", args.file))
         })?;
         if !path.is_file() {
-            return Err(Failure::new(exit::REFUSED, format!("{} is not a file", path.display()))
-                .hint("give the path of the .lic file your vendor or KooGallery delivered")
-                .into());
+            return Err(
+                Failure::new(exit::REFUSED, format!("{} is not a file", path.display()))
+                    .hint("give the path of the .lic file your vendor or KooGallery delivered")
+                    .into(),
+            );
         }
         LicenseSource::Path { path }
     };
@@ -122,7 +129,10 @@ fn import(args: &ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             format!(
                 "the License was not accepted for {}: {}",
                 state.product_id,
-                state.message.clone().unwrap_or_else(|| format!("{:?}", state.reason))
+                state
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", state.reason))
             ),
         )
         .hint("see the next step above")

@@ -72,7 +72,10 @@ pub fn run(args: &LogsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )
     })?;
     let text = tail(&file, args.lines).map_err(|e| {
-        Failure::new(exit::FAILURE, format!("cannot read {}: {e}", file.display()))
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot read {}: {e}", file.display()),
+        )
     })?;
     out.write_all(text.as_bytes())?;
     Ok(())
@@ -104,7 +107,10 @@ pub(crate) fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
     let all: Vec<&str> = text.lines().collect();
     // A partial first line (we started mid-file) is dropped.
     let skip_partial = usize::from(start > 0);
-    let from = all.len().saturating_sub(lines).max(skip_partial.min(all.len()));
+    let from = all
+        .len()
+        .saturating_sub(lines)
+        .max(skip_partial.min(all.len()));
     let mut s = all[from..].join("\n");
     if !s.is_empty() {
         s.push('\n');

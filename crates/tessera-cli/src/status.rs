@@ -72,7 +72,12 @@ pub(crate) fn write_product(p: &ProductState, out: &mut dyn Write) -> std::io::R
         None => "unspecified",
     };
     writeln!(out, "  model:      {model}")?;
-    writeln!(out, "  state:      {} ({})", state_word(p.state), reason_word(p))?;
+    writeln!(
+        out,
+        "  state:      {} ({})",
+        state_word(p.state),
+        reason_word(p)
+    )?;
     if let Some(m) = &p.message {
         writeln!(out, "  detail:     {m}")?;
     }

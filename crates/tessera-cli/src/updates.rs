@@ -86,7 +86,9 @@ pub fn accept(args: &UpdateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .map_err(|e| {
                 let f = client_failure(e);
                 if f.code == exit::REFUSED {
-                    f.hint("run `tessera check-updates` first: only a found upgrade can be accepted")
+                    f.hint(
+                        "run `tessera check-updates` first: only a found upgrade can be accepted",
+                    )
                 } else {
                     f
                 }

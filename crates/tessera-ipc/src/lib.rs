@@ -38,8 +38,8 @@ pub use endpoint::{Endpoint, EndpointError, PeerIdentity, ProbeOutcome, UserId, 
 pub use event::{EventParseError, IscEvent};
 pub use frame::{FrameError, MAX_FRAME_LEN, ReadLimits};
 pub use proto::{
-    AgentInfo, AppInfo, Call, ClientMsg, ErrorCode, Hello, Lease, LeaseId, PROTOCOL_VERSION, RemoteError,
-    ProductCode, Reply, ServerMsg, SessionId, Welcome,
+    AgentInfo, AppInfo, Call, ClientMsg, ErrorCode, Hello, Lease, LeaseId, PROTOCOL_VERSION,
+    ProductCode, RemoteError, Reply, ServerMsg, SessionId, Welcome,
 };
 pub use server::{
     CloseReason, IpcServer, PushError, ServerConfig, ServerHandle, ServerStats, SessionHandler,

@@ -583,7 +583,10 @@ mod tests {
             log_filter: Some("info".into()),
         });
         let json = serde_json::to_string(&info).unwrap();
-        assert!(json.starts_with(r#"{"kind":"agent_info","version":"0.1.0""#), "{json}");
+        assert!(
+            json.starts_with(r#"{"kind":"agent_info","version":"0.1.0""#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), info);
     }
 

@@ -27,7 +27,10 @@ fn issue(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("issue_rsa3072");
     group.throughput(Throughput::Elements(1));
-    for (name, mode) in [("file", DeliveryMode::File), ("string", DeliveryMode::String)] {
+    for (name, mode) in [
+        ("file", DeliveryMode::File),
+        ("string", DeliveryMode::String),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| sign_license(&key, &terms, mode).expect("signs"));
         });

@@ -44,16 +44,43 @@ fn keygen_issue_verify_round_trip() {
     for form in ["file", "string"] {
         let lic = dir.path().join(format!("customer-{form}.lic"));
         ok(&isv(&[
-            "issue", "--key", p(&private), "--product", "prod-cad", "--fingerprint", FP,
-            "--not-before", "20260101000000", "--not-after", "20990101000000",
-            "--feature", "solver=4", "--form", form, "--out", p(&lic),
+            "issue",
+            "--key",
+            p(&private),
+            "--product",
+            "prod-cad",
+            "--fingerprint",
+            FP,
+            "--not-before",
+            "20260101000000",
+            "--not-after",
+            "20990101000000",
+            "--feature",
+            "solver=4",
+            "--form",
+            form,
+            "--out",
+            p(&lic),
         ]));
         let verified = ok(&isv(&[
-            "verify", p(&lic), "--public-key", p(&public), "--fingerprint", FP,
+            "verify",
+            p(&lic),
+            "--public-key",
+            p(&public),
+            "--fingerprint",
+            FP,
         ]));
-        assert!(verified.contains("prod-cad") && verified.contains("valid now"), "{verified}");
+        assert!(
+            verified.contains("prod-cad") && verified.contains("valid now"),
+            "{verified}"
+        );
         let other_device = isv(&[
-            "verify", p(&lic), "--public-key", p(&public), "--fingerprint", "A|B|C|D",
+            "verify",
+            p(&lic),
+            "--public-key",
+            p(&public),
+            "--fingerprint",
+            "A|B|C|D",
         ]);
         assert!(!other_device.status.success());
         assert!(String::from_utf8_lossy(&other_device.stderr).contains("another device"));
@@ -66,13 +93,28 @@ fn keygen_issue_verify_round_trip() {
     let replacement = if &text[at..=at] == "A" { "B" } else { "A" };
     text.replace_range(at..=at, replacement);
     std::fs::write(&lic, text).unwrap();
-    assert!(!isv(&["verify", p(&lic), "--public-key", p(&public)]).status.success());
+    assert!(
+        !isv(&["verify", p(&lic), "--public-key", p(&public)])
+            .status
+            .success()
+    );
 
     // An expired License verifies but is reported expired (non-zero exit).
     let old = dir.path().join("old.lic");
     ok(&isv(&[
-        "issue", "--key", p(&private), "--product", "prod-cad", "--fingerprint", FP,
-        "--not-before", "20200101000000", "--not-after", "20210101000000", "--out", p(&old),
+        "issue",
+        "--key",
+        p(&private),
+        "--product",
+        "prod-cad",
+        "--fingerprint",
+        FP,
+        "--not-before",
+        "20200101000000",
+        "--not-after",
+        "20210101000000",
+        "--out",
+        p(&old),
     ]));
     let expired = isv(&["verify", p(&old), "--public-key", p(&public)]);
     assert!(!expired.status.success());
@@ -109,5 +151,9 @@ private_key = "unused.pem"
     assert_eq!(v["instances"].as_array().unwrap().len(), 0);
     assert_eq!(v["jobs"]["dead"], 0);
     assert!(db.exists(), "created and migrated on first use");
-    assert!(!isv(&["retry-job", "--config", p(&cfg), "7"]).status.success());
+    assert!(
+        !isv(&["retry-job", "--config", p(&cfg), "7"])
+            .status
+            .success()
+    );
 }

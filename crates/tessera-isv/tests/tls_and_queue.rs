@@ -17,7 +17,9 @@ async fn sim_calls_the_production_url_over_https() {
     let db = test_db(Db::Sqlite).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pki = SimPki::load_or_create(&dir.path().join("isv-pki"), &[]).expect("test PKI");
-    let sim = Sim::start(SimConfig::new(dir.path().join("sim"))).await.unwrap();
+    let sim = Sim::start(SimConfig::new(dir.path().join("sim")))
+        .await
+        .unwrap();
     let h = sim.handle();
     let cred = &h.credentials()[0];
     let mut cfg = config(
@@ -53,7 +55,10 @@ async fn sim_calls_the_production_url_over_https() {
     let created = h
         .create_order(&NewOrder::yearly(LicenseModel::OnlineLicense, "prod-cad"))
         .unwrap();
-    let record = h.callback_settled(created.callback_id.unwrap()).await.unwrap();
+    let record = h
+        .callback_settled(created.callback_id.unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         record.outcome,
         CallbackOutcome::Delivered {
@@ -66,28 +71,84 @@ async fn sim_calls_the_production_url_over_https() {
 }
 
 async fn leases_keep_two_workers_apart(db: Db) {
-    let Some(test_db) = test_db(db).await else { return };
+    let Some(test_db) = test_db(db).await else {
+        return;
+    };
     // Two "instances" of the ISV sharing one database.
     let a = Store::open(&test_db.url).await.unwrap();
     let b = Store::open(&test_db.url).await.unwrap();
-    assert!(a.enqueue("query_order", "k1", "{}", 1_000, 1_000).await.unwrap());
-    assert!(!b.enqueue("query_order", "k1", "{}", 1_000, 1_000).await.unwrap(), "deduplicated");
+    assert!(
+        a.enqueue("query_order", "k1", "{}", 1_000, 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.enqueue("query_order", "k1", "{}", 1_000, 1_000)
+            .await
+            .unwrap(),
+        "deduplicated"
+    );
 
-    let job = a.claim_job("worker-a", 2_000, 62_000).await.unwrap().expect("due");
+    let job = a
+        .claim_job("worker-a", 2_000, 62_000)
+        .await
+        .unwrap()
+        .expect("due");
     assert_eq!(job.attempts, 1);
-    assert!(b.claim_job("worker-b", 3_000, 63_000).await.unwrap().is_none(), "leased");
+    assert!(
+        b.claim_job("worker-b", 3_000, 63_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "leased"
+    );
 
     // Worker A dies; after its lease B takes over, and A can no longer finish the job.
-    let taken = b.claim_job("worker-b", 62_000, 122_000).await.unwrap().expect("lease ran out");
+    let taken = b
+        .claim_job("worker-b", 62_000, 122_000)
+        .await
+        .unwrap()
+        .expect("lease ran out");
     assert_eq!((taken.id, taken.attempts), (job.id, 2));
-    assert!(!a.finish_job(job.id, "worker-a", JobState::Done, None, 62_500).await.unwrap());
-    assert!(b.retry_job(job.id, "worker-b", 200_000, "busy", 63_000).await.unwrap());
-    assert!(a.claim_job("worker-a", 199_999, 260_000).await.unwrap().is_none(), "not due yet");
-    let again = a.claim_job("worker-a", 200_000, 260_000).await.unwrap().expect("due again");
-    assert!(a.finish_job(again.id, "worker-a", JobState::Dead, Some("gave up"), 200_100).await.unwrap());
+    assert!(
+        !a.finish_job(job.id, "worker-a", JobState::Done, None, 62_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.retry_job(job.id, "worker-b", 200_000, "busy", 63_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.claim_job("worker-a", 199_999, 260_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "not due yet"
+    );
+    let again = a
+        .claim_job("worker-a", 200_000, 260_000)
+        .await
+        .unwrap()
+        .expect("due again");
+    assert!(
+        a.finish_job(
+            again.id,
+            "worker-a",
+            JobState::Dead,
+            Some("gave up"),
+            200_100
+        )
+        .await
+        .unwrap()
+    );
     assert_eq!(a.job_counts().await.unwrap().dead, 1);
     assert!(b.revive_job(again.id, 300_000).await.unwrap());
-    assert!(!b.revive_job(again.id, 300_000).await.unwrap(), "only dead jobs revive");
+    assert!(
+        !b.revive_job(again.id, 300_000).await.unwrap(),
+        "only dead jobs revive"
+    );
     assert_eq!(b.job_counts().await.unwrap().pending, 1);
 
     // Concurrent claims of one due job: exactly one wins.
@@ -95,7 +156,9 @@ async fn leases_keep_two_workers_apart(db: Db) {
     for w in 0..8 {
         let s = if w % 2 == 0 { a.clone() } else { b.clone() };
         handles.push(tokio::spawn(async move {
-            s.claim_job(&format!("w{w}"), 400_000, 460_000).await.unwrap()
+            s.claim_job(&format!("w{w}"), 400_000, 460_000)
+                .await
+                .unwrap()
         }));
     }
     let mut winners = 0;

@@ -76,7 +76,12 @@ pub async fn run(cli: Cli) -> Result<(), SandboxError> {
         Err(e) => narrator.say(&format!("FAILED: {e}")),
     }
     if cli.stay && outcome.is_ok() {
-        narrator.say("Everything stays up. Point the CLI and the tray at this agent with:");
+        let ahead = world.clock.offset();
+        narrator.say(&format!(
+            "Everything stays up. The sandbox clock runs {} days ahead of this computer's \
+             (`tessera doctor` notices). Point the CLI and the tray at this agent with:",
+            ahead.whole_days()
+        ));
         for line in world.env_lines() {
             narrator.say(&format!("    {line}"));
         }

@@ -45,9 +45,11 @@ impl DemoApp {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = blocking(move || -> Result<Client, SdkError> {
             let client = Client::new(options)?;
-            client.set_event_sink(Some(Box::new(move |kind: u32, json: &std::ffi::CString| {
-                let _ = tx.send((kind, json.to_string_lossy().into_owned()));
-            })))?;
+            client.set_event_sink(Some(Box::new(
+                move |kind: u32, json: &std::ffi::CString| {
+                    let _ = tx.send((kind, json.to_string_lossy().into_owned()));
+                },
+            )))?;
             client.connect(Duration::from_secs(5))?;
             Ok(client)
         })
@@ -152,9 +154,7 @@ impl DemoApp {
         let mut rx = self.events.lock().await;
         let deadline = tokio::time::Instant::now() + EVENT_WAIT;
         loop {
-            let (number, json) = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .ok()??;
+            let (number, json) = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
             if number != kind.code() {
                 continue;
             }

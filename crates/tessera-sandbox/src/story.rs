@@ -95,7 +95,11 @@ impl Step {
     }
 
     fn ensure(self, holds: bool, detail: impl FnOnce() -> String) -> Result<(), SandboxError> {
-        if holds { Ok(()) } else { Err(self.fail(detail())) }
+        if holds {
+            Ok(())
+        } else {
+            Err(self.fail(detail()))
+        }
     }
 }
 
@@ -216,7 +220,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
     let callback = created
         .callback_id
         .ok_or_else(|| s.fail("KooGallery sent no newInstance callback"))?;
-    let answer = callback_result(&sim, callback).await.map_err(|e| s.fail(e))?;
+    let answer = callback_result(&sim, callback)
+        .await
+        .map_err(|e| s.fail(e))?;
     s.ensure(answer == "000000" || answer == "000004", || {
         format!("tessera-isv answered newInstance with {answer}")
     })?;
@@ -256,7 +262,12 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
         .unwrap_or_else(|| fingerprint.koogallery.clone());
     s.ensure(
         !submitted.is_empty() && submitted.chars().count() <= 1024,
-        || format!("the fingerprint has {} characters", submitted.chars().count()),
+        || {
+            format!(
+                "the fingerprint has {} characters",
+                submitted.chars().count()
+            )
+        },
     )?;
     let requested = sim
         .request_license(
@@ -273,7 +284,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
         .callback_ids
         .first()
         .ok_or_else(|| s.fail("KooGallery sent no getLicenseAsync callback"))?;
-    let answer = callback_result(&sim, callback).await.map_err(|e| s.fail(e))?;
+    let answer = callback_result(&sim, callback)
+        .await
+        .map_err(|e| s.fail(e))?;
     s.ensure(answer == "000000" || answer == "000004", || {
         format!("tessera-isv answered getLicenseAsync with {answer}")
     })?;
@@ -396,7 +409,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
             "Feature checked out: solver (lease granted, {} of {} seats in use), SDK check: \
              TESSERA_OK; released",
             in_use.0,
-            in_use.1.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+            in_use
+                .1
+                .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
         ),
     );
 
@@ -465,7 +480,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
     world.clock.advance(Duration::days(1));
     world.agent.tick().await;
     match cad.next_event(EventKind::HeartbeatReply).await {
-        Some(Ok(Event::HeartbeatReply { ok: true, status, .. })) => {
+        Some(Ok(Event::HeartbeatReply {
+            ok: true, status, ..
+        })) => {
             s.ensure(status.as_deref() == Some("ALIVE"), || {
                 format!("the heartbeat answered {status:?}")
             })?;
@@ -480,7 +497,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
     })?;
     let state = product(world, PRODUCT_CODE);
     s.ensure(
-        state.as_ref().is_some_and(|p| p.state == LicenseState::Active),
+        state
+            .as_ref()
+            .is_some_and(|p| p.state == LicenseState::Active),
         || format!("the agent has {}", describe(state.as_ref())),
     )?;
     narrator.step(
@@ -507,9 +526,10 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
                 describe(product(world, PRODUCT_CODE).as_ref())
             ))
         })?;
-    let marketplace = sim
-        .code(&code)
-        .map_or_else(|| "no record of it".to_owned(), |c| format!("{:?}", c.state));
+    let marketplace = sim.code(&code).map_or_else(
+        || "no record of it".to_owned(),
+        |c| format!("{:?}", c.state),
+    );
     let refused = match cad.checkout("modeler").await {
         Ok(lease) => {
             let _ = cad.release(lease).await;
@@ -635,7 +655,9 @@ pub async fn run_story(world: &World, narrator: &mut Narrator) -> Result<(), San
         Some(Err(e)) => return Err(s.fail(e)),
         None => return Err(s.fail("no EVENT_UPDATE arrived")),
     };
-    s.ensure(!forced, || "the optional upgrade arrived as forced".to_owned())?;
+    s.ensure(!forced, || {
+        "the optional upgrade arrived as forced".to_owned()
+    })?;
     cae.upgrade_notify(true)
         .await
         .map_err(|e| s.fail(format!("UpgradeNotify failed: {e}")))?;

@@ -131,55 +131,67 @@ impl World {
             .map_err(|e| start_err("koogallery-sim")(Box::new(e)))?;
 
         let (isv, isv_running) = start_isv(dir.path(), &sim, &isv_key, shared.clone()).await?;
-        let isv_url = format!("http://{}/produce", isv_running.addr);
-        sim.set_isv_endpoint(Some(IsvEndpoint {
-            url: isv_url.clone(),
-            access_key: CALLBACK_KEY.to_owned(),
-            extra_ca_pem: None,
-        }))
-        .map_err(|e| start_err("the sim's ISV endpoint")(Box::new(e)))?;
+        let wired = async {
+            let isv_url = format!("http://{}/produce", isv_running.addr);
+            sim.set_isv_endpoint(Some(IsvEndpoint {
+                url: isv_url.clone(),
+                access_key: CALLBACK_KEY.to_owned(),
+                extra_ca_pem: None,
+            }))
+            .map_err(|e| start_err("the sim's ISV endpoint")(Box::new(e)))?;
 
-        let agent_paths = Paths::under(&dir.path().join("agent"));
-        let descriptors = agent_paths.user_products_dir();
-        std::fs::create_dir_all(&descriptors)
-            .map_err(|e| start_err("the product descriptor directory")(Box::new(e)))?;
-        let public_pem = isv_key
-            .public_key()
-            .to_spki_pem()
-            .map_err(|e| start_err("the ISV public key")(Box::new(e)))?;
-        write_file(
-            &descriptors.join("cae-solver.toml"),
-            &file_product_descriptor(&sim, isv_key.key_id().as_str(), &public_pem),
-        )?;
-        write_file(
-            &descriptors.join("cad-modeler.toml"),
-            &code_product_descriptor(),
-        )?;
-        let mut settings = Settings::default();
-        settings.marketplace.base_url = sim.primary_url();
-        settings.marketplace.fallback_url = Some(sim.fallback_url());
-        settings.marketplace.ca_file = Some(sim.ca_path());
-        settings.marketplace.delivery_url = Some(sim.primary_url());
-        // The sim's HTTP `Date` is real time, not the story clock.
-        settings.marketplace.trust_server_time = false;
-        // A sandbox must never write into the user's real keyring.
-        settings.secrets.store = StoreChoice::File;
-        write_file(
-            &agent_paths.config_file(),
-            &agent_config_toml(&settings, &sim),
-        )?;
-        let buyer_token = sim.buyer_token("sim-buyer");
-        let mut agent_options = AgentOptions::new(agent_paths.clone(), shared);
-        agent_options.settings = Some(settings);
-        agent_options.scheduling = Scheduling::Automatic;
-        agent_options.credentials = Some((
-            DEFAULT_ACCESS_KEY.to_owned(),
-            Zeroizing::new(DEFAULT_SECRET_KEY.to_owned()),
-        ));
-        agent_options.delivery_token = Some(Zeroizing::new(buyer_token.clone()));
-        let agent = Agent::start(agent_options)
-            .await
-            .map_err(|e| start_err("tessera-agent")(Box::new(e)))?;
+            let agent_paths = Paths::under(&dir.path().join("agent"));
+            let descriptors = agent_paths.user_products_dir();
+            std::fs::create_dir_all(&descriptors)
+                .map_err(|e| start_err("the product descriptor directory")(Box::new(e)))?;
+            let public_pem = isv_key
+                .public_key()
+                .to_spki_pem()
+                .map_err(|e| start_err("the ISV public key")(Box::new(e)))?;
+            write_file(
+                &descriptors.join("cae-solver.toml"),
+                &file_product_descriptor(&sim, isv_key.key_id().as_str(), &public_pem),
+            )?;
+            write_file(
+                &descriptors.join("cad-modeler.toml"),
+                &code_product_descriptor(),
+            )?;
+            let mut settings = Settings::default();
+            settings.marketplace.base_url = sim.primary_url();
+            settings.marketplace.fallback_url = Some(sim.fallback_url());
+            settings.marketplace.ca_file = Some(sim.ca_path());
+            settings.marketplace.delivery_url = Some(sim.primary_url());
+            // The sim's HTTP `Date` is real time, not the story clock.
+            settings.marketplace.trust_server_time = false;
+            // A sandbox must never write into the user's real keyring.
+            settings.secrets.store = StoreChoice::File;
+            write_file(
+                &agent_paths.config_file(),
+                &agent_config_toml(&settings, &sim),
+            )?;
+            let buyer_token = sim.buyer_token("sim-buyer");
+            let mut agent_options = AgentOptions::new(agent_paths.clone(), shared);
+            agent_options.settings = Some(settings);
+            agent_options.scheduling = Scheduling::Automatic;
+            agent_options.credentials = Some((
+                DEFAULT_ACCESS_KEY.to_owned(),
+                Zeroizing::new(DEFAULT_SECRET_KEY.to_owned()),
+            ));
+            agent_options.delivery_token = Some(Zeroizing::new(buyer_token.clone()));
+            let agent = Agent::start(agent_options)
+                .await
+                .map_err(|e| start_err("tessera-agent")(Box::new(e)))?;
+            Ok::<_, SandboxError>((isv_url, agent_paths, buyer_token, agent))
+        }
+        .await;
+        let (isv_url, agent_paths, buyer_token, agent) = match wired {
+            Ok(v) => v,
+            Err(e) => {
+                // The ISV's workers are plain tasks: stop them rather than leave them polling.
+                isv_running.kill();
+                return Err(e);
+            }
+        };
 
         Ok(Self {
             clock,

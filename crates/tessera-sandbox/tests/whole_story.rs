@@ -66,7 +66,10 @@ async fn every_step_of_the_story_holds_and_is_narrated() {
             .map(str::len)
             .max()
             .unwrap_or(0);
-        assert!(longest < 48, "a {longest}-character token was narrated:\n{all}");
+        assert!(
+            longest < 48,
+            "a {longest}-character token was narrated:\n{all}"
+        );
         let code_line = &said[5];
         let hint_end = code_line.find('…').expect("the code is shortened");
         assert!(hint_end < code_line.find("bought").unwrap());
@@ -93,7 +96,11 @@ async fn a_step_that_cannot_hold_stops_the_story_with_its_number() {
             }
             other => panic!("expected step 6 to fail, got {other:?}"),
         }
-        assert_eq!(narrator.steps().len(), 5, "steps 1-5 held and were narrated");
+        assert_eq!(
+            narrator.steps().len(),
+            5,
+            "steps 1-5 held and were narrated"
+        );
         world.shutdown().await;
     })
     .await
@@ -126,5 +133,8 @@ fn help_describes_the_story_and_the_exit_status() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--stay"), "{text}");
-    assert!(text.contains("Exit status: 0 when every step held"), "{text}");
+    assert!(
+        text.contains("Exit status: 0 when every step held"),
+        "{text}"
+    );
 }

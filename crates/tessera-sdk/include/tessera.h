@@ -547,7 +547,8 @@ tessera_result tessera_client_new(const char *product_id,
                                   tessera_client **out);
 
 /*
- Starts connecting to the agent (once) and waits up to `timeout_ms` for the connection.
+ Starts connecting to the agent (once) and waits up to `timeout_ms` (at least 50 ms) for the
+ connection.
  Whatever it returns, the client keeps trying in the background and reconnects by itself
  after any loss. `TESSERA_OK` when connected; else the last failure, e.g.
  `TESSERA_AGENT_UNAVAILABLE`.

@@ -114,7 +114,10 @@ impl SdkError {
     }
 
     fn closed() -> Self {
-        Self::new(tessera_result::TESSERA_CLOSED, "the client is shutting down")
+        Self::new(
+            tessera_result::TESSERA_CLOSED,
+            "the client is shutting down",
+        )
     }
 
     fn not_connected() -> Self {
@@ -260,8 +263,16 @@ impl Client {
             ));
         }
         validate("the product id", &options.product_id, TESSERA_MAX_NAME_LEN)?;
-        validate("the application name", &options.app_name, TESSERA_MAX_NAME_LEN)?;
-        validate("the application version", &options.app_version, TESSERA_MAX_NAME_LEN)?;
+        validate(
+            "the application name",
+            &options.app_name,
+            TESSERA_MAX_NAME_LEN,
+        )?;
+        validate(
+            "the application version",
+            &options.app_version,
+            TESSERA_MAX_NAME_LEN,
+        )?;
         let spawn_failed = |e: std::io::Error| {
             SdkError::new(
                 tessera_result::TESSERA_AGENT_ERROR,
@@ -304,8 +315,8 @@ impl Client {
         &self.options.product_id
     }
 
-    /// Starts connecting (once; later calls only wait) and waits up to `timeout` for the first
-    /// connection. The client keeps trying in the background whatever this returns, and
+    /// Starts connecting (once; later calls only wait) and waits up to `timeout` (at least
+    /// 50 ms, for the IO thread's answer) for the first connection. The client keeps trying in the background whatever this returns, and
     /// reconnects by itself after a connection is lost.
     ///
     /// # Errors
@@ -319,7 +330,8 @@ impl Client {
         self.commands
             .send(Command::Connect(answer))
             .map_err(|_| SdkError::closed())?;
-        match rx.recv_timeout(timeout) {
+        // Even with a zero timeout, give the IO thread a moment to say "already connected".
+        match rx.recv_timeout(timeout.max(Duration::from_millis(50))) {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => Err(self
                 .shared
@@ -370,7 +382,9 @@ impl Client {
         });
         // The agent says only "blocked"; the view knows why.
         result.map_err(|e| match (e.code(), self.product_state()) {
-            (tessera_result::TESSERA_LICENSE_BLOCKED, Some(p)) if p.state == LicenseState::Blocked => {
+            (tessera_result::TESSERA_LICENSE_BLOCKED, Some(p))
+                if p.state == LicenseState::Blocked =>
+            {
                 SdkError::new(tessera_result::for_blocked(p.reason), e.message)
             }
             _ => e,
@@ -397,7 +411,11 @@ impl Client {
         dev_info: &str,
     ) -> Result<(), SdkError> {
         validate("the device info", dev_info, TESSERA_MAX_TEXT_LEN)?;
-        validate("the file name", file_name.unwrap_or(""), TESSERA_MAX_TEXT_LEN)?;
+        validate(
+            "the file name",
+            file_name.unwrap_or(""),
+            TESSERA_MAX_TEXT_LEN,
+        )?;
         self.ack(Call::RequestLicense {
             kind,
             file_name: file_name.map(str::to_owned),
@@ -456,7 +474,11 @@ impl Client {
         file_name: Option<&str>,
     ) -> Result<(), SdkError> {
         validate("the device info", dev_info, TESSERA_MAX_TEXT_LEN)?;
-        validate("the file name", file_name.unwrap_or(""), TESSERA_MAX_TEXT_LEN)?;
+        validate(
+            "the file name",
+            file_name.unwrap_or(""),
+            TESSERA_MAX_TEXT_LEN,
+        )?;
         self.ack(Call::TrialExpired {
             kind,
             dev_info: dev_info.to_owned(),
@@ -525,7 +547,10 @@ impl Client {
         sink: Option<Box<dyn LogSink>>,
         max_level: tracing::Level,
     ) -> Result<(), SdkError> {
-        self.shared.sinks.set_log_sink(sink, max_level).map_err(inside)
+        self.shared
+            .sinks
+            .set_log_sink(sink, max_level)
+            .map_err(inside)
     }
 
     /// The oldest queued event's kind and its JSON size including the terminating NUL.
@@ -926,7 +951,9 @@ impl Io {
             let event = Event::LicenseState((**state).clone());
             let json = tessera_ipc::IscEvent::from_event(&event).to_json_string();
             if let Ok(json) = CString::new(json) {
-                self.shared.sinks.event(EventKind::LicenseState.code(), json);
+                self.shared
+                    .sinks
+                    .event(EventKind::LicenseState.code(), json);
             }
         }
         self.product = product;
@@ -998,7 +1025,10 @@ impl Io {
         }
         match CString::new(event.payload.to_json_string()) {
             Ok(json) => self.shared.sinks.event(event.kind, json),
-            Err(_) => warn!(kind = event.kind, "dropping an event with a NUL in its JSON"),
+            Err(_) => warn!(
+                kind = event.kind,
+                "dropping an event with a NUL in its JSON"
+            ),
         }
     }
 
@@ -1099,7 +1129,9 @@ impl Io {
                 let due: Vec<LeaseHandle> = self
                     .leases
                     .iter()
-                    .filter(|(_, l)| !l.busy && now >= l.granted_at + (l.expires_at - l.granted_at) / 2)
+                    .filter(|(_, l)| {
+                        !l.busy && now >= l.granted_at + (l.expires_at - l.granted_at) / 2
+                    })
                     .map(|(h, _)| *h)
                     .collect();
                 for handle in due {

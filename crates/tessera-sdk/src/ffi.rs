@@ -207,7 +207,9 @@ macro_rules! try_ffi {
 
 /// # Safety
 /// `client` is NULL or a pointer from `tessera_client_new` not yet freed.
-unsafe fn client_ref<'a>(client: *const tessera_client) -> Result<&'a tessera_client, tessera_result> {
+unsafe fn client_ref<'a>(
+    client: *const tessera_client,
+) -> Result<&'a tessera_client, tessera_result> {
     // SAFETY: the caller guarantees the pointer is NULL or a live client.
     unsafe { client.as_ref() }.ok_or(tessera_result::TESSERA_NULL_PARAMETER)
 }
@@ -273,7 +275,10 @@ impl tessera_client {
     }
 
     fn fail(&self, e: &SdkError) -> tessera_result {
-        let mut last = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         last.clear();
         last.push_str(e.message());
         e.code()
@@ -384,7 +389,8 @@ pub unsafe extern "C" fn tessera_client_new(
     })
 }
 
-/// Starts connecting to the agent (once) and waits up to `timeout_ms` for the connection.
+/// Starts connecting to the agent (once) and waits up to `timeout_ms` (at least 50 ms) for the
+/// connection.
 /// Whatever it returns, the client keeps trying in the background and reconnects by itself
 /// after any loss. `TESSERA_OK` when connected; else the last failure, e.g.
 /// `TESSERA_AGENT_UNAVAILABLE`.
@@ -399,7 +405,10 @@ pub unsafe extern "C" fn tessera_client_connect(
     boundary(|| {
         // SAFETY: forwarded contract.
         let c = try_ffi!(unsafe { client_ref(client) });
-        c.record(c.client.connect(Duration::from_millis(u64::from(timeout_ms))))
+        c.record(
+            c.client
+                .connect(Duration::from_millis(u64::from(timeout_ms))),
+        )
     })
 }
 
@@ -584,15 +593,22 @@ pub unsafe extern "C" fn tessera_client_request_license(
         // SAFETY: forwarded contract.
         let c = try_ffi!(unsafe { client_ref(client) });
         // SAFETY: forwarded contract.
-        let (file_name, dev_info) =
-            unsafe { (try_ffi!(optional_str(file_name)), try_ffi!(optional_str(dev_info))) };
+        let (file_name, dev_info) = unsafe {
+            (
+                try_ffi!(optional_str(file_name)),
+                try_ffi!(optional_str(dev_info)),
+            )
+        };
         let Some(kind) = license_kind(kind) else {
             return c.reject(
                 tessera_result::TESSERA_INVALID_PARAMETER,
                 "the License kind is neither TESSERA_LICENSE_FILE nor TESSERA_LICENSE_STRING",
             );
         };
-        c.record(c.client.request_license(kind, file_name, dev_info.unwrap_or("")))
+        c.record(
+            c.client
+                .request_license(kind, file_name, dev_info.unwrap_or("")),
+        )
     })
 }
 
@@ -668,15 +684,22 @@ pub unsafe extern "C" fn tessera_client_trial_expired(
         // SAFETY: forwarded contract.
         let c = try_ffi!(unsafe { client_ref(client) });
         // SAFETY: forwarded contract.
-        let (dev_info, file_name) =
-            unsafe { (try_ffi!(optional_str(dev_info)), try_ffi!(optional_str(file_name))) };
+        let (dev_info, file_name) = unsafe {
+            (
+                try_ffi!(optional_str(dev_info)),
+                try_ffi!(optional_str(file_name)),
+            )
+        };
         let Some(kind) = license_kind(kind) else {
             return c.reject(
                 tessera_result::TESSERA_INVALID_PARAMETER,
                 "the License kind is neither TESSERA_LICENSE_FILE nor TESSERA_LICENSE_STRING",
             );
         };
-        c.record(c.client.trial_expired(kind, dev_info.unwrap_or(""), file_name))
+        c.record(
+            c.client
+                .trial_expired(kind, dev_info.unwrap_or(""), file_name),
+        )
     })
 }
 
@@ -744,7 +767,11 @@ pub unsafe extern "C" fn tessera_client_last_error(
     boundary(|| {
         // SAFETY: forwarded contract.
         let c = try_ffi!(unsafe { client_ref(client) });
-        let text = c.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let text = c
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         // SAFETY: forwarded contract.
         unsafe { write_str(text.as_bytes(), buf, len, written) }
     })
@@ -857,7 +884,8 @@ pub unsafe extern "C" fn tessera_client_set_log_callback(
                     ptr: userdata,
                     free: userdata_free,
                 },
-            }) as Box<dyn LogSink>),
+            })
+                as Box<dyn LogSink>),
             _ => None,
         };
         c.record(c.client.set_log_sink(sink, level))
@@ -961,7 +989,12 @@ mod tests {
         // SAFETY: valid buffers.
         unsafe {
             assert_eq!(
-                write_str(b"hello world", buf.as_mut_ptr(), buf.len(), &raw mut written),
+                write_str(
+                    b"hello world",
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &raw mut written
+                ),
                 tessera_result::TESSERA_INSUFFICIENT_SIZE
             );
             assert_eq!(written, 12);
@@ -998,7 +1031,10 @@ mod tests {
                 tessera_client_check(null, c"solver".as_ptr()),
                 tessera_result::TESSERA_NULL_PARAMETER
             );
-            assert_eq!(tessera_client_connect(null, 0), tessera_result::TESSERA_NULL_PARAMETER);
+            assert_eq!(
+                tessera_client_connect(null, 0),
+                tessera_result::TESSERA_NULL_PARAMETER
+            );
             assert_eq!(
                 tessera_client_free(std::ptr::null_mut()),
                 tessera_result::TESSERA_OK
@@ -1006,4 +1042,3 @@ mod tests {
         }
     }
 }
-impl tessera_client { pub fn client_link(&self) -> LinkStatus { self.client.link() } }

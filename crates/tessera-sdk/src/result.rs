@@ -147,19 +147,31 @@ impl tessera_result {
             Self::TESSERA_OK => "success",
             Self::TESSERA_NULL_PARAMETER => "a required argument was NULL",
             Self::TESSERA_PANIC => "internal error in libtessera (please report it)",
-            Self::TESSERA_INVALID_PARAMETER => "an argument is invalid (not UTF-8, too long or out of range)",
+            Self::TESSERA_INVALID_PARAMETER => {
+                "an argument is invalid (not UTF-8, too long or out of range)"
+            }
             Self::TESSERA_INSUFFICIENT_SIZE => "the output buffer is too small",
-            Self::TESSERA_CALLED_FROM_CALLBACK => "this call is not allowed from inside a libtessera callback",
-            Self::TESSERA_NOT_CONNECTED => "the client is not connected: call tessera_client_connect first",
-            Self::TESSERA_AGENT_UNAVAILABLE => "the Tessera agent cannot be reached; retrying in the background",
-            Self::TESSERA_AGENT_LOST => "the Tessera agent has been unreachable for longer than the lease",
+            Self::TESSERA_CALLED_FROM_CALLBACK => {
+                "this call is not allowed from inside a libtessera callback"
+            }
+            Self::TESSERA_NOT_CONNECTED => {
+                "the client is not connected: call tessera_client_connect first"
+            }
+            Self::TESSERA_AGENT_UNAVAILABLE => {
+                "the Tessera agent cannot be reached; retrying in the background"
+            }
+            Self::TESSERA_AGENT_LOST => {
+                "the Tessera agent has been unreachable for longer than the lease"
+            }
             Self::TESSERA_TIMEOUT => "the Tessera agent did not answer in time",
             Self::TESSERA_PROTOCOL_MISMATCH => "the Tessera agent speaks another protocol version",
             Self::TESSERA_REFUSED => "the Tessera agent refused this application",
             Self::TESSERA_NO_EVENT => "no event is waiting",
             Self::TESSERA_SHUTTING_DOWN => "the Tessera agent is shutting down",
             Self::TESSERA_UNSUPPORTED => "the Tessera agent does not support this call",
-            Self::TESSERA_DENIED => "the Tessera agent does not allow this call for this application",
+            Self::TESSERA_DENIED => {
+                "the Tessera agent does not allow this call for this application"
+            }
             Self::TESSERA_BUSY => "the Tessera agent is busy; retry",
             Self::TESSERA_AGENT_ERROR => "the Tessera agent failed internally",
             Self::TESSERA_UNKNOWN_PRODUCT => "the Tessera agent does not know this product",
@@ -175,8 +187,12 @@ impl tessera_result {
             Self::TESSERA_CODE_NOT_ALIVE => "the authorization code is not active",
             Self::TESSERA_BINDING_MISMATCH => "the License is bound to another device",
             Self::TESSERA_SIGNATURE_INVALID => "the License signature is invalid",
-            Self::TESSERA_OFFLINE_GRACE_SPENT => "the offline grace period is over; connect to the network",
-            Self::TESSERA_CLOCK_TAMPERED => "the system clock moved backwards; an online check is needed",
+            Self::TESSERA_OFFLINE_GRACE_SPENT => {
+                "the offline grace period is over; connect to the network"
+            }
+            Self::TESSERA_CLOCK_TAMPERED => {
+                "the system clock moved backwards; an online check is needed"
+            }
             Self::TESSERA_VERIFY_FAILED => "the application rejected its License",
             Self::TESSERA_TRIAL_EXPIRED => "the trial period has ended",
             Self::TESSERA_CLOSED => "the client is shutting down",

@@ -353,7 +353,10 @@ mod tests {
                 assert_eq!(thread::current().name(), Some("tessera-events"));
                 s.fetch_add(kind as usize, Ordering::SeqCst);
                 if let Some(sinks) = weak.upgrade() {
-                    r.store(sinks.set_event_sink(None) == Err(InsideCallback), Ordering::SeqCst);
+                    r.store(
+                        sinks.set_event_sink(None) == Err(InsideCallback),
+                        Ordering::SeqCst,
+                    );
                 }
             })))
             .unwrap();

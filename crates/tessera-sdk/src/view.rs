@@ -68,7 +68,11 @@ impl View {
         if product.state == LicenseState::Blocked {
             return tessera_result::for_blocked(product.reason);
         }
-        if product.features.iter().any(|f| f.name.as_bytes() == feature) {
+        if product
+            .features
+            .iter()
+            .any(|f| f.name.as_bytes() == feature)
+        {
             tessera_result::TESSERA_OK
         } else {
             tessera_result::TESSERA_FEATURE_NOT_LICENSED
@@ -151,7 +155,10 @@ mod tests {
         };
         assert_eq!(view.check(b"solver"), tessera_result::TESSERA_OK);
         // A full seat count does not fail a check: checks do not take seats.
-        assert_eq!(view.check(b"mesher"), tessera_result::TESSERA_FEATURE_NOT_LICENSED);
+        assert_eq!(
+            view.check(b"mesher"),
+            tessera_result::TESSERA_FEATURE_NOT_LICENSED
+        );
         view.link = LinkStatus::Offline;
         assert_eq!(view.check(b"solver"), tessera_result::TESSERA_OK);
         view.link = LinkStatus::Lost;
@@ -169,7 +176,10 @@ mod tests {
             product: Some(product(LicenseState::Blocked, StateReason::Frozen)),
             held: Box::new([]),
         };
-        assert_eq!(view.check(b"solver"), tessera_result::TESSERA_LICENSE_FROZEN);
+        assert_eq!(
+            view.check(b"solver"),
+            tessera_result::TESSERA_LICENSE_FROZEN
+        );
         view.held = vec![Box::from("solver")].into_boxed_slice();
         assert_eq!(view.check(b"solver"), tessera_result::TESSERA_OK);
         assert_eq!(view.check(b"solve"), tessera_result::TESSERA_LICENSE_FROZEN);
@@ -177,7 +187,10 @@ mod tests {
         view.held = Box::new([]);
         assert_eq!(view.check(b"solver"), tessera_result::TESSERA_OK);
         view.product = None;
-        assert_eq!(view.check(b"solver"), tessera_result::TESSERA_UNKNOWN_PRODUCT);
+        assert_eq!(
+            view.check(b"solver"),
+            tessera_result::TESSERA_UNKNOWN_PRODUCT
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ fn recording(client: &Client) -> Seen {
 fn checks_follow_the_license_and_leases_take_seats() {
     let agent = AgentHarness::start();
     let client = Client::new(options(&agent)).unwrap();
-    assert_eq!(client.check(b"solver"), tessera_result::TESSERA_NOT_CONNECTED);
+    assert_eq!(
+        client.check(b"solver"),
+        tessera_result::TESSERA_NOT_CONNECTED
+    );
     assert_eq!(
         client.checkout("solver").unwrap_err().code(),
         tessera_result::TESSERA_NOT_CONNECTED
@@ -79,9 +82,16 @@ fn connect_without_an_agent_fails_then_succeeds_in_the_background() {
     agent.down();
     let client = Client::new(options(&agent)).unwrap();
     let err = client.connect(Duration::from_millis(300)).unwrap_err();
-    assert_eq!(err.code(), tessera_result::TESSERA_AGENT_UNAVAILABLE, "{err}");
+    assert_eq!(
+        err.code(),
+        tessera_result::TESSERA_AGENT_UNAVAILABLE,
+        "{err}"
+    );
     assert!(err.message().contains("cannot connect"), "{err}");
-    assert_eq!(client.check(b"solver"), tessera_result::TESSERA_NOT_CONNECTED);
+    assert_eq!(
+        client.check(b"solver"),
+        tessera_result::TESSERA_NOT_CONNECTED
+    );
     agent.up();
     wait_until("the background connection", || {
         client.check(b"solver") == tessera_result::TESSERA_OK
@@ -108,7 +118,10 @@ fn state_changes_reach_checks_and_callbacks_but_held_leases_keep_working() {
         tessera_result::TESSERA_LICENSE_EXPIRED
     );
     let state = client.product_state().unwrap();
-    assert_eq!((state.state, state.reason), (LicenseState::Blocked, StateReason::Expired));
+    assert_eq!(
+        (state.state, state.reason),
+        (LicenseState::Blocked, StateReason::Expired)
+    );
     wait_until("the state event", || !seen.lock().unwrap().is_empty());
     let (kind, json) = seen.lock().unwrap()[0].clone();
     assert_eq!(kind, EventKind::LicenseState.code());
@@ -118,9 +131,14 @@ fn state_changes_reach_checks_and_callbacks_but_held_leases_keep_working() {
     assert_eq!(payload["params"]["reason"], "expired");
 
     client.release(lease).unwrap();
-    assert_eq!(client.check(b"solver"), tessera_result::TESSERA_LICENSE_EXPIRED);
+    assert_eq!(
+        client.check(b"solver"),
+        tessera_result::TESSERA_LICENSE_EXPIRED
+    );
     agent.set_state(LicenseState::Active, StateReason::Licensed);
-    wait_until("the renewed state", || client.check(b"solver") == tessera_result::TESSERA_OK);
+    wait_until("the renewed state", || {
+        client.check(b"solver") == tessera_result::TESSERA_OK
+    });
 }
 
 #[test]
@@ -146,7 +164,9 @@ fn iscdesk_requests_are_answered_by_events_on_the_pull_queue() {
 
     client.verify_notify(true, "").unwrap();
     client.upgrade_notify(false).unwrap();
-    client.trial_expired(LicenseKind::File, "dev", Some("foo.lic")).unwrap();
+    client
+        .trial_expired(LicenseKind::File, "dev", Some("foo.lic"))
+        .unwrap();
     client.activate_code("PL0123456789").unwrap();
     assert_eq!(
         client.activate_code("XX").unwrap_err().code(),
@@ -158,7 +178,10 @@ fn iscdesk_requests_are_answered_by_events_on_the_pull_queue() {
     );
     client.import_license_string(LICENSE_STRING).unwrap();
     assert_eq!(
-        client.import_license_file("/nonexistent/foo.lic").unwrap_err().code(),
+        client
+            .import_license_file("/nonexistent/foo.lic")
+            .unwrap_err()
+            .code(),
         tessera_result::TESSERA_INVALID_PARAMETER
     );
     let calls = agent.world.calls();
@@ -185,7 +208,9 @@ fn leases_survive_an_agent_restart_and_the_client_reattaches_within_two_seconds(
     assert_eq!(agent.lease_count(), 1);
 
     agent.down();
-    wait_until("the client to notice", || client.link() == LinkStatus::Offline);
+    wait_until("the client to notice", || {
+        client.link() == LinkStatus::Offline
+    });
     // Within the lease, cached decisions hold.
     assert_eq!(client.check(b"solver"), tessera_result::TESSERA_OK);
     assert_eq!(client.check(b"mesher"), tessera_result::TESSERA_OK);
@@ -223,7 +248,9 @@ fn checks_fail_with_agent_lost_once_the_agent_is_gone_past_the_lease() {
     assert_eq!(client.check(b"mesher"), tessera_result::TESSERA_AGENT_LOST);
 
     agent.up();
-    wait_until("the agent back", || client.check(b"mesher") == tessera_result::TESSERA_OK);
+    wait_until("the agent back", || {
+        client.check(b"mesher") == tessera_result::TESSERA_OK
+    });
 }
 
 #[test]
@@ -237,10 +264,16 @@ fn two_clients_in_one_process_are_independent() {
     second.connect(CONNECT).unwrap();
     assert_eq!(agent.session_count(), 2);
     assert_eq!(first.check(b"solver"), tessera_result::TESSERA_OK);
-    assert_eq!(second.check(b"solver"), tessera_result::TESSERA_UNKNOWN_PRODUCT);
+    assert_eq!(
+        second.check(b"solver"),
+        tessera_result::TESSERA_UNKNOWN_PRODUCT
+    );
     drop(first);
     wait_until("the first session to end", || agent.session_count() == 1);
-    assert_eq!(second.check(b"solver"), tessera_result::TESSERA_UNKNOWN_PRODUCT);
+    assert_eq!(
+        second.check(b"solver"),
+        tessera_result::TESSERA_UNKNOWN_PRODUCT
+    );
 }
 
 #[test]
@@ -248,7 +281,10 @@ fn the_log_callback_receives_the_clients_lines() {
     struct Lines(Arc<Mutex<Vec<String>>>);
     impl tessera::LogSink for Lines {
         fn log(&self, _level: tracing::Level, message: &CString) {
-            self.0.lock().unwrap().push(message.to_string_lossy().into_owned());
+            self.0
+                .lock()
+                .unwrap()
+                .push(message.to_string_lossy().into_owned());
         }
     }
     let agent = AgentHarness::start();
@@ -259,7 +295,11 @@ fn the_log_callback_receives_the_clients_lines() {
         .unwrap();
     client.connect(CONNECT).unwrap();
     wait_until("a log line", || {
-        lines.lock().unwrap().iter().any(|l| l.contains("connected to the Tessera agent"))
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("connected to the Tessera agent"))
     });
 }
 
@@ -276,27 +316,14 @@ fn the_state_reported_after_a_reconnect_is_announced_when_it_changed() {
         support::product_state(LicenseState::Grace, StateReason::OfflineGrace);
     agent.up();
     wait_until("the announced state", || {
-        seen.lock().unwrap().iter().any(|(k, json)| {
-            *k == EventKind::LicenseState.code() && json.contains("\"Grace\"")
-        })
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(k, json)| *k == EventKind::LicenseState.code() && json.contains("\"Grace\""))
     });
     let (_, json) = seen.lock().unwrap().last().cloned().unwrap();
     let isc: tessera_ipc::IscEvent = serde_json::from_str(&json).unwrap();
-    assert!(matches!(isc.to_event().unwrap(), Event::LicenseState(s) if s.state == LicenseState::Grace));
-}
-
-#[test]
-fn zz_debug_connect_twice() {
-    let agent = AgentHarness::start();
-    // SAFETY: test
-    unsafe {
-        std::env::set_var("TESSERA_SOCKET", agent.socket_path());
-        let mut c = std::ptr::null_mut();
-        assert_eq!(tessera::ffi::tessera_client_new(c"foocad".as_ptr(), c"x".as_ptr(), c"1".as_ptr(), &mut c), tessera_result::TESSERA_OK);
-        let r = tessera::ffi::tessera_client_connect(c, 5000);
-        eprintln!("first {r:?} link {:?}", (*c).client_link());
-        let r = tessera::ffi::tessera_client_connect(c, 0);
-        eprintln!("second {r:?}");
-        tessera::ffi::tessera_client_free(c);
-    }
+    assert!(
+        matches!(isc.to_event().unwrap(), Event::LicenseState(s) if s.state == LicenseState::Grace)
+    );
 }

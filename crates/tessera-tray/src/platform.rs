@@ -174,10 +174,10 @@ pub fn start_agent() -> std::io::Result<()> {
         match via_systemd {
             Ok(s) if s.success() => return Ok(()),
             Ok(s) => {
-                tracing::info!(status = %s, "systemctl --user could not start the agent; starting it directly")
+                tracing::info!(status = %s, "systemctl --user could not start the agent; starting it directly");
             }
             Err(e) => {
-                tracing::info!(error = %e, "systemctl is not available; starting the agent directly")
+                tracing::info!(error = %e, "systemctl is not available; starting the agent directly");
             }
         }
     }

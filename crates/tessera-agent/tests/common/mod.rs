@@ -30,6 +30,8 @@ pub struct Env {
     pub settings: Settings,
     /// One store for every agent this env starts, as the OS keyring would be.
     pub secrets: Secrets,
+    /// Collects the identity for the daily re-check (default: the identity given at start).
+    pub identity_collector: Option<tessera_agent::agent::IdentityCollector>,
     pub agent: Option<AgentHandle>,
 }
 
@@ -75,10 +77,8 @@ pub async fn env(policy: &str) -> Env {
         dir,
         paths,
         settings,
-        secrets: Secrets::with_store(
-            keyring_core::mock::Store::new().unwrap(),
-            StoreKind::Memory,
-        ),
+        secrets: Secrets::with_store(keyring_core::mock::Store::new().unwrap(), StoreKind::Memory),
+        identity_collector: None,
         agent: None,
     };
     env.agent = Some(env.start_agent().await);
@@ -92,6 +92,9 @@ impl Env {
         options.scheduling = Scheduling::Manual;
         options.secrets = Some(self.secrets.clone());
         options.identity = Some(tessera_fingerprint::collect_local());
+        options
+            .identity_collector
+            .clone_from(&self.identity_collector);
         options.credentials = Some((
             DEFAULT_ACCESS_KEY.to_owned(),
             Zeroizing::new(DEFAULT_SECRET_KEY.to_owned()),

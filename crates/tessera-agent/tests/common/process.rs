@@ -54,6 +54,21 @@ impl BinAgent {
         .unwrap();
     }
 
+    /// The agent's stderr, kept for the failure message.
+    fn stderr_file(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("stderr.log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
+    fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.root.join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
     pub fn add_product(&self, file: &str, body: &str) {
         std::fs::write(self.config_dir.join("products.d").join(file), body).unwrap();
     }
@@ -67,7 +82,7 @@ impl BinAgent {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(self.stderr_file());
         c
     }
 
@@ -118,11 +133,15 @@ impl BinAgent {
                 return c;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("the agent exited before answering: {status}");
+                panic!(
+                    "the agent exited before answering: {status}\n{}",
+                    self.stderr_tail()
+                );
             }
             assert!(
                 started.elapsed() < Duration::from_secs(15),
-                "the agent did not answer within 15 s"
+                "the agent did not answer within 15 s\n{}",
+                self.stderr_tail()
             );
             // Polling a process that is starting up; no test time depends on this.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -147,8 +166,7 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
 /// An emulator on real time (the binary signs with the system clock).
 pub async fn real_time_sim(dir: &Path) -> Sim {
     let mut config = SimConfig::new(dir.join("sim"));
-    config.manifest_key =
-        koogallery_sim::ManifestKeySource::Pem(super::FIXTURE_KEY.to_owned());
+    config.manifest_key = koogallery_sim::ManifestKeySource::Pem(super::FIXTURE_KEY.to_owned());
     Sim::start(config).await.unwrap()
 }
 

@@ -93,7 +93,10 @@ impl StandInAgent {
     fn lease_for(&self, session: &SessionInfo, feature: String) -> Result<Reply, RemoteError> {
         let product = self.world.product.lock().unwrap().clone();
         if product.state == LicenseState::Blocked {
-            return Err(RemoteError::new(ErrorCode::Blocked, "the product is blocked"));
+            return Err(RemoteError::new(
+                ErrorCode::Blocked,
+                "the product is blocked",
+            ));
         }
         let Some(granted) = product.feature(&feature) else {
             return Err(RemoteError::new(
@@ -107,7 +110,10 @@ impl StandInAgent {
             return Err(RemoteError::new(ErrorCode::NoSeat, "every seat is in use"));
         }
         let id = format!("L{}", self.next.fetch_add(1, Ordering::Relaxed));
-        leases.insert(id.clone(), (session.session_id.to_string(), feature.clone()));
+        leases.insert(
+            id.clone(),
+            (session.session_id.to_string(), feature.clone()),
+        );
         Ok(Reply::Lease(Lease {
             lease_id: LeaseId(id),
             product_id: PRODUCT.into(),
@@ -186,23 +192,29 @@ impl SessionHandler for StandInAgent {
             Call::LicenseVerifyNotify { .. }
             | Call::TrialExpired { .. }
             | Call::UpgradeNotify { .. } => Ok(Reply::Ack),
-            Call::ActivateCode { code, .. } if code.0.starts_with("PL") => {
-                Ok(Reply::ProductState(self.world.product.lock().unwrap().clone()))
-            }
+            Call::ActivateCode { code, .. } if code.0.starts_with("PL") => Ok(Reply::ProductState(
+                self.world.product.lock().unwrap().clone(),
+            )),
             Call::ActivateCode { .. } => Err(RemoteError::new(
                 ErrorCode::BadRequest,
                 "the marketplace does not know this code",
             )),
             Call::ImportLicense { source, .. } => match source {
-                LicenseSource::Content { content } if content.0 == LICENSE_STRING => {
-                    Ok(Reply::ProductState(self.world.product.lock().unwrap().clone()))
-                }
-                LicenseSource::Path { path } if path.exists() => {
-                    Ok(Reply::ProductState(self.world.product.lock().unwrap().clone()))
-                }
-                _ => Err(RemoteError::new(ErrorCode::BadRequest, "not a valid License")),
+                LicenseSource::Content { content } if content.0 == LICENSE_STRING => Ok(
+                    Reply::ProductState(self.world.product.lock().unwrap().clone()),
+                ),
+                LicenseSource::Path { path } if path.exists() => Ok(Reply::ProductState(
+                    self.world.product.lock().unwrap().clone(),
+                )),
+                _ => Err(RemoteError::new(
+                    ErrorCode::BadRequest,
+                    "not a valid License",
+                )),
             },
-            _ => Err(RemoteError::new(ErrorCode::Unsupported, "not in the stand-in agent")),
+            _ => Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                "not in the stand-in agent",
+            )),
         }
     }
 }
@@ -326,7 +338,10 @@ impl Drop for AgentHarness {
 pub fn wait_until(what: &str, f: impl Fn() -> bool) {
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
