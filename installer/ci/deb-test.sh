@@ -35,7 +35,7 @@ if [ -n "${TESSERA_DEB:-}" ]; then
   DEB=$TESSERA_DEB
 else
   step "build (debug) and package (CI variant)"
-  (cd "$ROOT" && cargo build --quiet -p tessera-agent -p tessera-cli -p tessera-tray -p tessera-sdk -p koogallery-sim)
+  (cd "$ROOT" && cargo build --quiet --workspace)  # whole workspace: same feature set as the test build, so nothing recompiles
   "$ROOT/installer/linux/build-deb.sh" --profile dev --no-build --out "$OUT/deb" > "$OUT/build-deb.log" 2>&1 ||
     { cat "$OUT/build-deb.log" >&2; fail "the package did not build"; }
   DEB=$(ls "$OUT"/deb/tessera_*.deb)

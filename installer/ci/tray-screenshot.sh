@@ -11,13 +11,16 @@
 #   3. right-clicks the icon   -> the menu opens (screenshot differs where the menu is drawn);
 #   4. stops and restarts the agent -> grey, then vermillion again (the tray reconnects);
 #   5. activates an authorization code issued by the marketplace emulator (koogallery-sim)
-#                              -> bluish-green "Active" icon, menu shows the expiry date.
+#                              -> bluish-green "Active" icon, menu shows the expiry date;
+#   6. clicks "Quit tray" through the dbusmenu (as a host does) -> the tray exits cleanly.
+# Also: a second tray of the same user exits at once (single instance), and the activated code
+# appears in no log.
 # Each step checks the screenshot's pixels for the state colour (assets/icons/src/*.svg) and reads
 # the menu back over D-Bus from the item's com.canonical.dbusmenu `GetLayout`. The PNGs are left
 # in OUT_DIR, printed at the end, for a person to look at.
 #
-# Needs (Debian): xvfb xauth imagemagick x11-utils xdotool dbus-daemon (dbus-run-session) curl
-#   haskell-status-notifier-item-utils haskell-gtk-sni-tray-utils
+# Needs (Debian): xvfb imagemagick xdotool dbus-daemon (dbus-run-session) libglib2.0-bin (gdbus)
+#   curl haskell-status-notifier-item-utils haskell-gtk-sni-tray-utils
 # Binaries: built here with cargo (debug) unless TESSERA_BIN_DIR names a directory holding
 # tessera-tray, tessera-agent and tessera (e.g. /usr/bin after installing the .deb); the
 # emulator is TESSERA_SIM, default target/debug/koogallery-sim.
@@ -206,7 +209,7 @@ rm -f "$OUT"/*.png "$OUT"/*.txt "$OUT"/*.log
 if [ -n "${TESSERA_BIN_DIR:-}" ]; then
   BIN=$TESSERA_BIN_DIR
 else
-  (cd "$ROOT" && cargo build --quiet -p tessera-tray -p tessera-agent -p tessera-cli -p koogallery-sim --bins)
+  (cd "$ROOT" && cargo build --quiet --workspace --bins)  # same feature set as the test build
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 fi
 SIM=${TESSERA_SIM:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/koogallery-sim}

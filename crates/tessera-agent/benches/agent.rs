@@ -12,6 +12,7 @@
 //! The agent runs as its own process (`CARGO_BIN_EXE_tessera-agent`) with a Model B License,
 //! so no marketplace is involved. Clients and baselines share the same 2 cores.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -144,26 +145,43 @@ fn license() -> String {
         .unwrap()
 }
 
-/// Kilobytes of resident memory and the total context switches of all threads of `pid`.
-fn rss_and_switches(pid: u32) -> (u64, u64) {
-    let field = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+fn status_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kilobytes of resident memory of `pid`.
+fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = field(&status, "VmRSS:");
-    let mut switches = 0;
+    status_field(&status, "VmRSS:")
+}
+
+/// Context switches (voluntary and not) of every thread of `pid`, by thread id.
+fn switches(pid: u32) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            switches +=
-                field(&s, "voluntary_ctxt_switches:") + field(&s, "nonvoluntary_ctxt_switches:");
+            out.insert(
+                t.file_name().to_string_lossy().into_owned(),
+                status_field(&s, "voluntary_ctxt_switches:")
+                    + status_field(&s, "nonvoluntary_ctxt_switches:"),
+            );
         }
     }
-    (rss, switches)
+    out
+}
+
+/// Switches between two readings: growth of surviving threads plus all of new threads (a
+/// thread that ended meanwhile takes its last switches with it).
+fn switches_between(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 fn mib(kb: u64) -> f64 {
@@ -179,11 +197,10 @@ fn idle(agent: &AgentProcess) {
     // Let start-up work (and the first client's session) settle first.
     std::thread::sleep(Duration::from_secs(3));
     let pid = agent.child.id();
-    let (_, a0) = rss_and_switches(pid);
-    let (_, b0) = rss_and_switches(baseline.id());
+    let (a0, b0) = (switches(pid), switches(baseline.id()));
     std::thread::sleep(IDLE_WINDOW);
-    let (rss, a1) = rss_and_switches(pid);
-    let (base_rss, b1) = rss_and_switches(baseline.id());
+    let (a1, b1) = (switches(pid), switches(baseline.id()));
+    let (rss, base_rss) = (rss_kb(pid), rss_kb(baseline.id()));
     let _ = baseline.kill();
     let _ = baseline.wait();
     println!("idle agent over {IDLE_WINDOW:?}:");
@@ -194,8 +211,8 @@ fn idle(agent: &AgentProcess) {
     );
     println!(
         "  wake-ups {:.1}/min (target <= 2), all threads' context switches; baseline `sleep` {:.1}/min",
-        per_minute(a1 - a0, IDLE_WINDOW),
-        per_minute(b1 - b0, IDLE_WINDOW)
+        per_minute(switches_between(&a0, &a1), IDLE_WINDOW),
+        per_minute(switches_between(&b0, &b1), IDLE_WINDOW)
     );
 }
 
@@ -347,7 +364,7 @@ fn many_clients(rt: &Runtime, agent: &AgentProcess, echo: &Path) {
         let started = Instant::now();
         while started.elapsed() < LOAD_WINDOW {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            peak_rss = peak_rss.max(rss_and_switches(agent.child.id()).0);
+            peak_rss = peak_rss.max(rss_kb(agent.child.id()));
         }
         done.store(true, Ordering::Relaxed);
         let elapsed = started.elapsed();

@@ -239,3 +239,90 @@ async fn blocking_pushes_a_state_event_and_leases_run_to_their_end() {
         "the lease was still held"
     );
 }
+
+#[tokio::test]
+async fn several_codes_activate_in_one_v2_batch() {
+    use koogallery_sim::{FaultAction, FaultRule};
+    use tessera_ipc::proto::{AuthCode, ProductCode};
+    use tessera_ipc::{Call, Reply};
+
+    let mut env = env("").await;
+    std::fs::write(
+        env.paths.user_products_dir().join("cae.toml"),
+        "product_id = \"P-CAE\"\nname = \"FooCAE\"\nmodels = [\"authorization_code\"]\n",
+    )
+    .unwrap();
+    env.agent.take().unwrap().shutdown("restart", true).await;
+    env.agent = Some(env.start_agent().await);
+    let cli = env.client("").await;
+    let batch = |a: &str, b: &str| Call::ActivateCodes {
+        codes: vec![
+            ProductCode {
+                product_id: PRODUCT.into(),
+                code: AuthCode(a.into()),
+            },
+            ProductCode {
+                product_id: "P-CAE".into(),
+                code: AuthCode(b.into()),
+            },
+        ],
+    };
+
+    // v1 is broken: a batch of two must not need it
+    let v1 = env
+        .sim
+        .add_fault(FaultRule::new(
+            "license.activate.v1",
+            FaultAction::Status {
+                status: 400,
+                body: None,
+            },
+        ))
+        .unwrap();
+    let (a, b) = (env.new_code(), env.new_code());
+    let Reply::Snapshot(snap) = cli.call(batch(&a, &b)).await.unwrap() else {
+        panic!("expected a snapshot");
+    };
+    for p in [PRODUCT, "P-CAE"] {
+        let ps = snap.product(p).unwrap();
+        assert_eq!(
+            (ps.state, ps.reason),
+            (LicenseState::Active, StateReason::Licensed),
+            "{p}"
+        );
+        assert!(
+            ps.expires_at.is_some(),
+            "{p}: the v2 heartbeat gave the expiry"
+        );
+    }
+    assert!(env.sim.remove_fault(v1));
+
+    // one unknown code: the batch is refused, each code is tried alone, the good one is stored
+    let c = env.new_code();
+    let e = cli.call(batch("PLNOSUCHCODE", &c)).await.unwrap_err();
+    let shown = format!("{e:?}");
+    assert!(
+        shown.contains("1 of 2") && shown.contains(PRODUCT),
+        "{shown}"
+    );
+    assert_eq!(
+        env.agent().snapshot().product("P-CAE").unwrap().state,
+        LicenseState::Active
+    );
+    // a product may appear once, and the batch is not empty
+    let dup = Call::ActivateCodes {
+        codes: vec![
+            ProductCode {
+                product_id: PRODUCT.into(),
+                code: AuthCode(c.clone()),
+            };
+            2
+        ],
+    };
+    assert!(format!("{:?}", cli.call(dup).await.unwrap_err()).contains("twice"));
+    let e = cli
+        .call(Call::ActivateCodes { codes: Vec::new() })
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("BadRequest"), "{e:?}");
+}

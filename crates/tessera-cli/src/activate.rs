@@ -65,7 +65,17 @@ pub fn run(args: &ActivateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 code: AuthCode(code.to_string()),
             })
             .await
-            .map_err(client_failure)?;
+            .map_err(|e| {
+                let f = client_failure(e);
+                if f.code == exit::REFUSED {
+                    f.hint(
+                        "copy the code again from your KooGallery order (it starts with PL); a \
+                         new code must first be accepted (确认收货) in KooGallery",
+                    )
+                } else {
+                    f
+                }
+            })?;
         client.close().await;
         match reply {
             tessera_ipc::Reply::ProductState(ps) => Ok(ps),

@@ -216,3 +216,58 @@ pub(crate) fn when(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_types::{LicenseState, StateReason};
+
+    fn product(id: &str, model: ProductModel) -> ProductState {
+        ProductState {
+            product_id: id.to_owned(),
+            display_name: None,
+            model: Some(model),
+            state: LicenseState::Blocked,
+            reason: StateReason::NoLicense,
+            message: None,
+            deadline: None,
+            expires_at: None,
+            last_verified_at: None,
+            features: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn remote_errors_map_to_the_documented_exit_codes() {
+        let code = |c| remote_failure(&RemoteError::new(c, "m")).code;
+        assert_eq!(code(ErrorCode::BadRequest), exit::REFUSED);
+        assert_eq!(code(ErrorCode::NotFound), exit::REFUSED);
+        assert_eq!(code(ErrorCode::Blocked), exit::BLOCKED);
+        assert_eq!(code(ErrorCode::NoSeat), exit::BLOCKED);
+        assert_eq!(code(ErrorCode::Unavailable), exit::UNAVAILABLE);
+        assert_eq!(code(ErrorCode::Internal), exit::FAILURE);
+        let unavailable = remote_failure(&RemoteError::new(ErrorCode::Unavailable, "down"));
+        assert!(unavailable.hint.unwrap().contains("tessera doctor"));
+    }
+
+    #[test]
+    fn the_product_is_the_named_one_or_the_only_one_that_fits() {
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        let mut snap = Snapshot::empty(t);
+        snap.upsert(product("cad", ProductModel::AuthorizationCode));
+        snap.upsert(product("cae", ProductModel::LicenseFile));
+        let pick = |named, model| pick_product(&snap, named, model).map(|p| p.product_id);
+        assert_eq!(
+            pick(None, Some(ProductModel::AuthorizationCode)).unwrap(),
+            "cad"
+        );
+        assert_eq!(pick(None, Some(ProductModel::LicenseFile)).unwrap(), "cae");
+        assert_eq!(pick(Some("cae"), None).unwrap(), "cae");
+        let several = pick_product(&snap, None, None).unwrap_err();
+        assert_eq!(several.code, exit::REFUSED);
+        assert!(several.hint.unwrap().contains("cad, cae"));
+        assert!(pick(Some("zz"), None).is_err());
+        let empty = Snapshot::empty(t);
+        assert!(pick_product(&empty, None, None).is_err());
+    }
+}

@@ -95,3 +95,17 @@ pub fn hint(error: &anyhow::Error) -> Option<&str> {
         .downcast_ref::<Failure>()
         .and_then(|f| f.hint.as_deref())
 }
+
+/// Whether the error is only that standard output was closed early.
+#[must_use]
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                e.downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -117,3 +117,30 @@ pub(crate) fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_returns_the_last_lines_and_skips_a_partial_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.log");
+        std::fs::write(&small, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&small, 2).unwrap(), "b\nc\n");
+        assert_eq!(tail(&small, 10).unwrap(), "a\nb\nc\n");
+        assert_eq!(tail(&small, 0).unwrap(), "");
+
+        // Longer than the window: the cut first line must not appear.
+        let big = dir.path().join("big.log");
+        let line = "x".repeat(1000);
+        let text: String = (0..2000).map(|i| format!("{i:04}{line}\n")).collect();
+        std::fs::write(&big, &text).unwrap();
+        let all = tail(&big, usize::MAX).unwrap();
+        assert!(
+            all.lines().all(|l| l.len() == 1004),
+            "a partial line leaked"
+        );
+        assert!(all.ends_with(&format!("1999{line}\n")));
+    }
+}

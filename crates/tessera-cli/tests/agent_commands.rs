@@ -69,6 +69,30 @@ async fn status_in_text_and_json() {
         env.agent().snapshot().clone_with_time(snapshot.taken_at)
     );
 
+    // A reader that stops early is not an error.
+    let mut head = env.tessera_command(&["status", "--json"]);
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = head
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
     let run = env.tessera(&["status", "--product", "NOPE"]).await;
     assert_eq!(run.code, 4, "{run}");
     assert!(run.stderr.contains("known products: P-CAD, P-CAE"), "{run}");
@@ -94,6 +118,10 @@ async fn activate_a_code_then_heartbeat_the_next_day() {
     let run = env.tessera(&["activate", "PLNOSUCHCODE0000"]).await;
     assert_eq!(run.code, 4, "an unknown code is refused: {run}");
     assert!(run.stderr.contains("92020005"), "{run}");
+    assert!(
+        run.stderr.contains("what to do: copy the code again"),
+        "{run}"
+    );
     assert!(!run.stderr.contains(&code));
 
     // From standard input, so the code stays out of the shell history.

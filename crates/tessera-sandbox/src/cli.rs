@@ -91,9 +91,15 @@ pub async fn run(cli: Cli) -> Result<(), SandboxError> {
             world.sim.ca_path().display()
         ));
         narrator.say("Press Ctrl-C to stop.");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = world.agent.stop_requested() => {}
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut every = tokio::time::interval(crate::world::STAY_TICK);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => break,
+                () = world.agent.stop_requested() => break,
+                _ = every.tick() => world.agent.tick().await,
+            }
         }
         narrator.say("Stopping.");
     }

@@ -43,6 +43,10 @@ pub struct WorldOptions {
     pub callback_time_scale: f64,
 }
 
+/// How often `--stay` runs the agent's scheduler pass (the world's agent is driven by hand so
+/// the story never moves the clock while a request is in flight).
+pub const STAY_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Default for WorldOptions {
     fn default() -> Self {
         Self {
@@ -172,7 +176,9 @@ impl World {
             let buyer_token = sim.buyer_token("sim-buyer");
             let mut agent_options = AgentOptions::new(agent_paths.clone(), shared);
             agent_options.settings = Some(settings);
-            agent_options.scheduling = Scheduling::Automatic;
+            // Passes run only when the story (or `--stay`'s ticker) asks: a pass signing a request
+            // just before a clock jump would be refused by the sim as 15 minutes off.
+            agent_options.scheduling = Scheduling::Manual;
             agent_options.credentials = Some((
                 DEFAULT_ACCESS_KEY.to_owned(),
                 Zeroizing::new(DEFAULT_SECRET_KEY.to_owned()),

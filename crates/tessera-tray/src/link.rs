@@ -302,6 +302,7 @@ async fn execute(config: LinkConfig, client: Arc<IpcClient>, cmd: Command, ui: U
         }
         Command::CheckUpdates(products) => {
             let mut offers = BTreeMap::new();
+            let mut failed = 0usize;
             for pid in products {
                 match check_updates(&config, &pid).await {
                     Ok(Some(offer)) => {
@@ -309,11 +310,17 @@ async fn execute(config: LinkConfig, client: Arc<IpcClient>, cmd: Command, ui: U
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        failed += 1;
                         tracing::warn!(product_id = %pid, error = %e, "update check failed");
                     }
                 }
             }
-            if offers.is_empty() {
+            if failed > 0 {
+                ui.send(LinkMsg::Notice(Notice::critical(
+                    "Could not check for updates",
+                    format!("{failed} product(s) could not be checked; see the agent's log."),
+                )));
+            } else if offers.is_empty() {
                 ui.send(LinkMsg::Notice(Notice::info(
                     "No updates available",
                     "Every product is up to date.",

@@ -46,6 +46,8 @@ fn product(state: LicenseState) -> ProductState {
 struct FakeAgent {
     state: Mutex<LicenseState>,
     codes_seen: Mutex<Vec<String>>,
+    update_checks: Mutex<Vec<String>>,
+    updates_accepted: Mutex<Vec<String>>,
     server: Mutex<Option<ServerHandle>>,
 }
 
@@ -54,6 +56,8 @@ impl FakeAgent {
         Arc::new(Self {
             state: Mutex::new(state),
             codes_seen: Mutex::new(Vec::new()),
+            update_checks: Mutex::new(Vec::new()),
+            updates_accepted: Mutex::new(Vec::new()),
             server: Mutex::new(None),
         })
     }
@@ -72,7 +76,7 @@ impl SessionHandler for FakeAgent {
 
     async fn request(
         &self,
-        _session: &SessionInfo,
+        session: &SessionInfo,
         _id: u64,
         call: Call,
     ) -> Result<Reply, RemoteError> {
@@ -100,6 +104,29 @@ impl SessionHandler for FakeAgent {
                         .unwrap();
                 }
                 Ok(Reply::ProductState(ps))
+            }
+            // Answered for the session's own product, with an event on that session.
+            Call::CheckNewVersions => {
+                self.update_checks
+                    .lock()
+                    .unwrap()
+                    .push(session.app.product_id.clone());
+                if let Some(server) = self.server.lock().unwrap().as_ref() {
+                    server
+                        .send_event(
+                            session.session_id,
+                            &Event::UpgradeNotice { available: true },
+                        )
+                        .unwrap();
+                }
+                Ok(Reply::Ack)
+            }
+            Call::AcceptUpdate { product_id } => {
+                self.updates_accepted
+                    .lock()
+                    .unwrap()
+                    .push(product_id.unwrap_or_default());
+                Ok(Reply::Ack)
             }
             _ => Err(RemoteError::new(ErrorCode::Unsupported, "not in this test")),
         }
@@ -228,6 +255,35 @@ async fn link_follows_the_agent_through_commands_and_restarts() {
     assert_eq!(
         *agent.codes_seen.lock().unwrap(),
         vec!["PLWRONG".to_owned(), GOOD_CODE.to_owned()]
+    );
+
+    // Updates: checked on a session of the product, offered, accepted.
+    commands
+        .send(Command::CheckUpdates(vec!["foocad".into()]))
+        .await
+        .unwrap();
+    let msg = ui
+        .until("updates", |m| matches!(m, LinkMsg::Updates(_)))
+        .await;
+    let LinkMsg::Updates(offers) = msg else {
+        unreachable!()
+    };
+    assert_eq!(offers.keys().collect::<Vec<_>>(), vec!["foocad"]);
+    assert_eq!(
+        *agent.update_checks.lock().unwrap(),
+        vec!["foocad".to_owned()]
+    );
+    commands
+        .send(Command::AcceptUpdate("foocad".into()))
+        .await
+        .unwrap();
+    ui.until("update accepted", |m| {
+        *m == LinkMsg::UpdateAccepted("foocad".into())
+    })
+    .await;
+    assert_eq!(
+        *agent.updates_accepted.lock().unwrap(),
+        vec!["foocad".to_owned()]
     );
 
     // The agent goes away and comes back: unreachable, then connected again by itself.

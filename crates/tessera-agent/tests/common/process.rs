@@ -109,8 +109,8 @@ impl BinAgent {
         assert!(child.wait().unwrap().success(), "import-credentials failed");
     }
 
-    pub fn spawn(&self) -> Child {
-        self.command().arg("run").spawn().unwrap()
+    pub fn spawn(&self) -> AgentChild {
+        AgentChild(self.command().arg("run").spawn().unwrap())
     }
 
     /// Connects as the CLI (no product) once the agent answers; panics after 15 s.
@@ -145,6 +145,31 @@ impl BinAgent {
             );
             // Polling a process that is starting up; no test time depends on this.
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A running agent process, killed when dropped so a failing test leaves nothing behind.
+pub struct AgentChild(Child);
+
+impl std::ops::Deref for AgentChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }

@@ -161,7 +161,7 @@ impl Env {
         code
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn tessera_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
         c.args(args)
             .env("TESSERA_SOCKET", &self.paths.socket)
@@ -177,7 +177,7 @@ impl Env {
     }
 
     pub async fn tessera_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut command = self.command(args);
+        let mut command = self.tessera_command(args);
         let input = stdin.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             use std::io::Write as _;

@@ -203,6 +203,7 @@ database_url = {db_url:?}
 [server]
 listen = "127.0.0.1:0"
 plain_http = true
+admin_listen = "127.0.0.1:0"
 
 [access_keys]
 basic = "{CALLBACK_KEY}"
@@ -240,6 +241,7 @@ pub struct Isv {
     pub service: IsvService,
     pub running: Option<RunningIsv>,
     pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Isv {
@@ -281,6 +283,7 @@ pub async fn start_isv(
     Isv {
         service,
         addr: running.addr,
+        admin_addr: running.admin_addr,
         running: Some(running),
     }
 }
