@@ -5,7 +5,7 @@
 //! | config dir (`tessera.toml`, user `products.d/`) | `$XDG_CONFIG_HOME/tessera` | `TESSERA_CONFIG_DIR` |
 //! | system products dir | `/etc/tessera/products.d` | `TESSERA_SYSTEM_PRODUCTS_DIR` |
 //! | state dir (database, logs, secrets file) | `$XDG_STATE_HOME/tessera` (`~/.local/state/tessera`) | `TESSERA_STATE_DIR` |
-//! | socket | `$XDG_RUNTIME_DIR/tessera/agent.sock`, else the state dir | `TESSERA_SOCKET` |
+//! | socket | tessera-ipc's rule: `$XDG_RUNTIME_DIR/tessera/agent.sock`, else `/tmp/tessera-<uid>/agent.sock` | `TESSERA_SOCKET` |
 //!
 //! The environment is read once, by [`Paths::from_env`], into a plain value the rest of the agent
 //! receives: nothing else reads the environment, so tests build a [`Paths`] by hand.
@@ -40,6 +40,15 @@ pub struct Paths {
 pub struct NoHomeDir {
     what: &'static str,
     env: &'static str,
+}
+
+/// The variables tessera-ipc resolves the agent socket from, read through `lookup`.
+fn socket_env(lookup: &impl Fn(&str) -> Option<PathBuf>) -> tessera_ipc::endpoint::EndpointEnv {
+    tessera_ipc::endpoint::EndpointEnv {
+        socket: lookup(ENV_SOCKET).map(PathBuf::into_os_string),
+        xdg_runtime_dir: lookup("XDG_RUNTIME_DIR").map(PathBuf::into_os_string),
+        tmpdir: lookup("TMPDIR").map(PathBuf::into_os_string),
+    }
 }
 
 impl Paths {
@@ -95,13 +104,14 @@ impl Paths {
                     env: ENV_STATE_DIR,
                 })?,
         };
-        let socket = match lookup(ENV_SOCKET) {
-            Some(p) => p,
-            None => lookup("XDG_RUNTIME_DIR").map_or_else(
-                || state_dir.join("agent.sock"),
-                |run| run.join("tessera").join("agent.sock"),
-            ),
-        };
+        // The socket comes from tessera-ipc's rule, the one the SDK, CLI and tray use to find
+        // the agent; a rule of our own would let them disagree when XDG_RUNTIME_DIR is unset.
+        let endpoint_env = socket_env(&lookup);
+        let socket = tessera_ipc::Endpoint::resolve(&endpoint_env).map_or_else(
+            // Only when the current user cannot be determined at all; clients fail the same way.
+            |_| state_dir.join("agent.sock"),
+            |e| e.path().to_path_buf(),
+        );
         let system_products_dir =
             lookup(ENV_SYSTEM_PRODUCTS_DIR).or_else(default_system_products_dir);
         Ok(Self {
@@ -208,6 +218,13 @@ mod tests {
         let no_runtime: HashMap<&str, &str> =
             [(ENV_STATE_DIR, "/s"), (ENV_CONFIG_DIR, "/c")].into();
         let p = Paths::from_lookup(|k| no_runtime.get(k).map(PathBuf::from)).unwrap();
-        assert_eq!(p.socket, PathBuf::from("/s/agent.sock"));
+        let clients_look_at = tessera_ipc::Endpoint::resolve(&tessera_ipc::endpoint::EndpointEnv {
+            socket: None,
+            xdg_runtime_dir: None,
+            tmpdir: None,
+        })
+        .unwrap();
+        assert_eq!(p.socket, clients_look_at.path());
+        assert!(!p.socket.starts_with("/s"), "{}", p.socket.display());
     }
 }
