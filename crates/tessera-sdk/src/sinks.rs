@@ -351,13 +351,14 @@ mod tests {
         sinks
             .set_event_sink(Some(Box::new(move |kind: u32, _json: &CString| {
                 assert_eq!(thread::current().name(), Some("tessera-events"));
-                s.fetch_add(kind as usize, Ordering::SeqCst);
                 if let Some(sinks) = weak.upgrade() {
                     r.store(
                         sinks.set_event_sink(None) == Err(InsideCallback),
                         Ordering::SeqCst,
                     );
                 }
+                // Counted last: the test reads `refused` once it sees the count.
+                s.fetch_add(kind as usize, Ordering::SeqCst);
             })))
             .unwrap();
         sinks.event(5, CString::new("{}").unwrap());
