@@ -119,6 +119,7 @@ static atomic_int events_seen;
 static atomic_int free_refusals;
 static atomic_int set_refusals;
 static atomic_int inner_calls_ok;
+static atomic_int upgrades_seen;
 static atomic_int finalized;
 static pthread_t main_thread;
 
@@ -136,6 +137,7 @@ static void on_event(void *userdata, tessera_event_kind kind, const char *json) 
     if (tessera_client_free(c) == TESSERA_CALLED_FROM_CALLBACK) atomic_fetch_add(&free_refusals, 1);
     if (tessera_client_set_event_callback(c, NULL, NULL, NULL) == TESSERA_CALLED_FROM_CALLBACK)
       atomic_fetch_add(&set_refusals, 1);
+    atomic_fetch_add(&upgrades_seen, 1);
   }
   atomic_fetch_add(&events_seen, 1);
 }
@@ -218,19 +220,28 @@ static void test_every_call(void) {
   EXPECT_RESULT(tessera_client_trial_expired(c, TESSERA_LICENSE_STRING, "dev", "x.lic"), TESSERA_OK);
   EXPECT_RESULT(tessera_client_trial_expired(c, 0, NULL, NULL), TESSERA_INVALID_PARAMETER);
   EXPECT_RESULT(tessera_client_upgrade_notify(c, true), TESSERA_OK);
-  EXPECT_RESULT(tessera_client_activate_code(c, "PL0123456789"), TESSERA_OK);
-  EXPECT_RESULT(tessera_client_activate_code(c, "nonsense"), TESSERA_INVALID_PARAMETER);
+  /* A code issued and accepted on the marketplace emulator; one it never issued is refused. */
+  EXPECT_RESULT(tessera_client_activate_code(c, test_env("TESSERA_TEST_CODE")), TESSERA_OK);
+  EXPECT(tessera_client_activate_code(c, "nonsense") != TESSERA_OK);
+  EXPECT_RESULT(tessera_client_last_error(c, buf, sizeof buf, &written), TESSERA_OK);
+  EXPECT(strstr(buf, "code") != NULL);
   EXPECT_RESULT(tessera_client_activate_code(c, ""), TESSERA_INVALID_PARAMETER);
-  EXPECT_RESULT(tessera_client_import_license_string(c, "TESSERA-LICENSE-STRING-FOR-TESTS"), TESSERA_OK);
+  /* The License the agent holds imports again; garbage never replaces it. */
+  EXPECT_RESULT(tessera_client_import_license_string(c, test_env("TESSERA_TEST_LICENSE")), TESSERA_OK);
   EXPECT_RESULT(tessera_client_import_license_string(c, "garbage"), TESSERA_INVALID_PARAMETER);
-  EXPECT_RESULT(tessera_client_import_license_file(c, "/nonexistent/x.lic"), TESSERA_INVALID_PARAMETER);
   EXPECT_RESULT(tessera_client_last_error(c, buf, sizeof buf, &written), TESSERA_OK);
   EXPECT(strstr(buf, "License") != NULL);
+  EXPECT(tessera_client_import_license_file(c, "/nonexistent/x.lic") != TESSERA_OK);
+  EXPECT_RESULT(tessera_client_last_error(c, buf, sizeof buf, &written), TESSERA_OK);
+  EXPECT(strstr(buf, "/nonexistent/x.lic") != NULL);
+  EXPECT_RESULT(tessera_client_state(c, &state), TESSERA_OK);
+  EXPECT(state.state == TESSERA_STATE_ACTIVE && state.expires_at == 1900000000);
 
   /* Callback: events arrive on the SDK's thread; calls from inside work, free is refused. */
   EXPECT_RESULT(tessera_client_set_event_callback(c, on_event, c, count_finalize), TESSERA_OK);
   EXPECT_RESULT(tessera_client_check_new_versions(c), TESSERA_OK);
-  WAIT_UNTIL(atomic_load(&events_seen) >= 1);
+  WAIT_UNTIL(atomic_load(&upgrades_seen) >= 1);
+  EXPECT(atomic_load(&events_seen) >= 1);
   EXPECT(atomic_load(&inner_calls_ok) == 1);
   EXPECT(atomic_load(&free_refusals) == 1);
   EXPECT(atomic_load(&set_refusals) == 1);

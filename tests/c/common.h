@@ -1,6 +1,9 @@
 /* Shared helpers for the libtessera C tests. Each test is a program that exits 0 when every
- * expectation holds; it talks to the stand-in agent whose socket the Rust harness passes in
- * TESSERA_SOCKET (product "foocad": features "solver" with 2 seats and "mesher"). */
+ * expectation holds; it talks to the real agent (with the marketplace emulator behind it) whose
+ * socket the Rust harness passes in TESSERA_SOCKET. Product "foocad" holds an imported License
+ * (features "solver" with 2 seats and "mesher", expiring at 1900000000) whose string form is in
+ * TESSERA_TEST_LICENSE; TESSERA_TEST_CODE is an authorization code issued and accepted on the
+ * emulator, not yet activated. */
 #ifndef TESSERA_TEST_COMMON_H
 #define TESSERA_TEST_COMMON_H
 
@@ -54,6 +57,16 @@ static inline void test_pause_ms(long ms) {
       waited_++;                                                                     \
     }                                                                                \
   } while (0)
+
+/* The harness's value for `name`; exits if it is missing. */
+static inline const char *test_env(const char *name) {
+  const char *value = getenv(name);
+  if (value == NULL || value[0] == '\0') {
+    fprintf(stderr, "%s is not set: run this program from the Rust harness\n", name);
+    exit(1);
+  }
+  return value;
+}
 
 /* Defined in double_include.c, which includes tessera.h in a second translation unit. */
 unsigned tessera_test_second_unit(void);

@@ -1,6 +1,7 @@
 //! The C ABI tested from C and C++: the programs in `tests/c/` are compiled with
 //! `-Wall -Wextra -Wpedantic -Werror`, linked against the libtessera this build produced, and run
-//! against a stand-in agent — under ASan+UBSan, against the static library, and under valgrind.
+//! against the real agent (`tessera-agent`, in-process, with `koogallery-sim` as its marketplace;
+//! see `real_agent/mod.rs`) — under ASan+UBSan, against the static library, and under valgrind.
 //! `examples/cad-demo` is built from a staged install through its pkg-config file and driven
 //! through a License block and an update.
 //!
@@ -9,7 +10,7 @@
 //! `tests/c/valgrind.supp`, which silences one record only: the `Thread` handle Rust's standard
 //! library keeps in a thread-local of each C thread that calls in (see the file).
 
-mod support;
+mod real_agent;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,8 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::AgentHarness;
-use tessera_types::{Event, LicenseState, StateReason};
+use tessera_types::Clock as _;
+
+use real_agent::RealAgent;
+use tessera_types::{LicenseState, StateReason};
 
 const C_FLAGS: &[&str] = &[
     "-std=c11",
@@ -132,10 +135,10 @@ impl Build {
     }
 }
 
-/// Runs `program` (optionally through `wrapper`) against a fresh stand-in agent; fails the test
-/// with its output unless it exits 0.
+/// Runs `program` (optionally through `wrapper`) against a fresh real agent and emulator; fails
+/// the test with its output unless it exits 0.
 fn run_against_agent(program: &Path, wrapper: &[&str], env: &[(&str, String)]) {
-    let agent = AgentHarness::start();
+    let agent = RealAgent::start();
     let mut cmd = match wrapper.split_first() {
         Some((tool, args)) => {
             let mut c = Command::new(tool);
@@ -145,6 +148,8 @@ fn run_against_agent(program: &Path, wrapper: &[&str], env: &[(&str, String)]) {
         None => Command::new(program),
     };
     cmd.env("TESSERA_SOCKET", agent.socket_path())
+        .env("TESSERA_TEST_LICENSE", &agent.license)
+        .env("TESSERA_TEST_CODE", &agent.code)
         .env_remove("TESSERA_PRODUCT_ID")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -337,7 +342,7 @@ fn cad_demo_built_from_an_install_disables_commands_when_blocked_and_exits_on_up
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let agent = AgentHarness::start();
+    let agent = RealAgent::start();
     let mut child = Command::new(&demo)
         .env("TESSERA_SOCKET", agent.socket_path())
         .env("LD_LIBRARY_PATH", prefix.join("lib"))
@@ -366,7 +371,15 @@ fn cad_demo_built_from_an_install_disables_commands_when_blocked_and_exits_on_up
     writeln!(stdin, "solve").unwrap();
     lines.wait_for("solve: solved");
 
-    agent.set_state(LicenseState::Blocked, StateReason::Expired);
+    // The License runs out on the agent's clock.
+    agent.advance(time::Duration::seconds(
+        real_agent::EXPIRES_AT - agent.clock.now().unix_timestamp() + 60,
+    ));
+    let state = agent.state();
+    assert_eq!(
+        (state.state, state.reason),
+        (LicenseState::Blocked, StateReason::Expired)
+    );
     lines.wait_for("[license] blocked: commands disabled");
     writeln!(stdin, "solve").unwrap();
     lines.wait_for("solve: disabled");
@@ -374,12 +387,18 @@ fn cad_demo_built_from_an_install_disables_commands_when_blocked_and_exits_on_up
     writeln!(stdin, "mesh").unwrap();
     lines.wait_for("the License has expired");
 
-    agent.set_state(LicenseState::Active, StateReason::Licensed);
+    // A renewed License is imported.
+    let state = agent.renew(365);
+    assert_eq!(
+        (state.state, state.reason),
+        (LicenseState::Active, StateReason::Licensed)
+    );
     lines.wait_for("[license] usable again");
     writeln!(stdin, "mesh").unwrap();
     lines.wait_for("mesh: meshed");
 
-    agent.broadcast(&Event::Update { forced: true });
+    // The user accepts the published (forced) update; the agent tells the application.
+    agent.accept_update();
     lines.wait_for("[update] an update is ready (forced)");
     lines.wait_for("saved. exiting for the update.");
     let (status, _, stderr) = wait_bounded(child);
