@@ -35,7 +35,7 @@ if [ -n "${TESSERA_DEB:-}" ]; then
   DEB=$TESSERA_DEB
 else
   step "build (debug) and package (CI variant)"
-  (cd "$ROOT" && cargo build --quiet --workspace)  # whole workspace: same feature set as the test build, so nothing recompiles
+  (cd "$ROOT" && cargo build --quiet --workspace --all-targets)  # all targets: the feature set of the test build (dev-dependencies included), so after `cargo nextest run --workspace` nothing recompiles
   "$ROOT/installer/linux/build-deb.sh" --profile dev --no-build --out "$OUT/deb" > "$OUT/build-deb.log" 2>&1 ||
     { cat "$OUT/build-deb.log" >&2; fail "the package did not build"; }
   DEB=$(ls "$OUT"/deb/tessera_*.deb)

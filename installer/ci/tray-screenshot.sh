@@ -209,7 +209,7 @@ rm -f "$OUT"/*.png "$OUT"/*.txt "$OUT"/*.log
 if [ -n "${TESSERA_BIN_DIR:-}" ]; then
   BIN=$TESSERA_BIN_DIR
 else
-  (cd "$ROOT" && cargo build --quiet --workspace --bins)  # same feature set as the test build
+  (cd "$ROOT" && cargo build --quiet --workspace --all-targets)  # the test build's feature set (dev-dependencies included): nothing recompiles after the tests
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 fi
 SIM=${TESSERA_SIM:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/koogallery-sim}
